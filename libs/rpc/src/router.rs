@@ -1,0 +1,178 @@
+//! The subject table: which typed handler serves which subject.
+//!
+//! ```
+//! use mediabus_rpc::{Ctx, Router, RpcError};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize)]
+//! struct FindOne { id: String }
+//! #[derive(Serialize)]
+//! struct Media { id: String }
+//!
+//! async fn find_one(_ctx: Ctx<()>, input: FindOne) -> Result<Media, RpcError> {
+//!     Ok(Media { id: input.id })
+//! }
+//! async fn on_created(_ctx: Ctx<()>, _media: serde_json::Value) -> Result<(), RpcError> {
+//!     Ok(())
+//! }
+//!
+//! let router = Router::new()
+//!     .request("media.findOne", find_one)
+//!     .event("media.created", on_created);
+//! assert_eq!(router.subjects().collect::<Vec<_>>(), ["media.created", "media.findOne"]);
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_nats::HeaderMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::error::RpcError;
+
+/// What a handler sees besides its typed input: the service state and the NATS headers.
+pub struct Ctx<S> {
+    /// The state given to [`crate::Service::new`] (cloned per request; wrap big state in `Arc`).
+    pub state: S,
+    /// NATS headers of the request (`Authorization`, `traceparent`, `Idempotency-Key`, ...).
+    pub headers: Option<HeaderMap>,
+}
+
+impl<S> Ctx<S> {
+    /// The first value of header `name`, matched case-insensitively (nats.js sends `authorization`,
+    /// Go and Rust clients `Authorization`).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let headers = self.headers.as_ref()?;
+        if let Some(value) = headers.get(name) {
+            return Some(value.as_str());
+        }
+        headers
+            .iter()
+            .find(|(key, _)| AsRef::<str>::as_ref(key).eq_ignore_ascii_case(name))
+            .and_then(|(_, values)| values.first())
+            .map(|v| v.as_str())
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header (scheme matched case-insensitively).
+    pub fn bearer_token(&self) -> Option<&str> {
+        let value = self.header("Authorization")?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    }
+
+    /// The headers worth passing on when this handler calls another service:
+    /// `Authorization` and `traceparent` (W3C trace context).
+    pub fn forwarded_headers(&self) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for name in crate::FORWARDED_HEADERS {
+            if let Some(value) = self.header(name) {
+                out.insert(name, value);
+            }
+        }
+        out
+    }
+}
+
+/// The reply body a handler produces: its result serialized as JSON.
+pub(crate) type Reply = Result<Vec<u8>, RpcError>;
+pub(crate) type BoxReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
+/// A type-erased handler: decodes `data` (synchronously, so errors are 400s before any work starts)
+/// and returns the future that does the work.
+pub(crate) type Invoke<S> = Arc<dyn Fn(Ctx<S>, &RawValue) -> Result<BoxReply, RpcError> + Send + Sync>;
+
+/// The handlers bound to one subject. A subject may take requests, events, or both.
+pub(crate) struct Route<S> {
+    pub(crate) request: Option<Invoke<S>>,
+    pub(crate) event: Option<Invoke<S>>,
+}
+
+/// The subject table of a service: `subject → handler`, built like an axum `Router`.
+pub struct Router<S> {
+    pub(crate) routes: BTreeMap<String, Route<S>>,
+}
+
+impl<S> Default for Router<S> {
+    fn default() -> Self {
+        Self { routes: BTreeMap::new() }
+    }
+}
+
+impl<S: Send + 'static> Router<S> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves requests on `subject` (NestJS `@MessagePattern`): the packet's `data` is decoded into
+    /// `T` (400 `INVALID_PAYLOAD` on mismatch), and the handler's `Ok(R)` becomes the `response`,
+    /// its `Err(E)` the `err` object.
+    ///
+    /// Panics at start-up (not per request) if `subject` already has a request handler.
+    pub fn request<T, R, E, F, Fut>(mut self, subject: &str, handler: F) -> Self
+    where
+        T: DeserializeOwned,
+        R: Serialize + 'static,
+        E: Into<RpcError>,
+        F: Fn(Ctx<S>, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let invoke = erase(handler, |value: &R| serde_json::to_vec(value));
+        let route = self.route(subject);
+        assert!(route.request.is_none(), "two request handlers for subject {subject}");
+        route.request = Some(invoke);
+        self
+    }
+
+    /// Handles events on `subject` (NestJS `@EventPattern`, packets without `id`): no reply is sent;
+    /// an error is logged and counted.
+    ///
+    /// Panics at start-up if `subject` already has an event handler.
+    pub fn event<T, E, F, Fut>(mut self, subject: &str, handler: F) -> Self
+    where
+        T: DeserializeOwned,
+        E: Into<RpcError>,
+        F: Fn(Ctx<S>, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        let invoke = erase(handler, |_: &()| Ok(Vec::new()));
+        let route = self.route(subject);
+        assert!(route.event.is_none(), "two event handlers for subject {subject}");
+        route.event = Some(invoke);
+        self
+    }
+
+    /// The subjects in the table, sorted.
+    pub fn subjects(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(String::as_str)
+    }
+
+    fn route(&mut self, subject: &str) -> &mut Route<S> {
+        self.routes.entry(subject.to_owned()).or_insert(Route { request: None, event: None })
+    }
+}
+
+fn erase<S, T, R, E, F, Fut>(handler: F, encode: fn(&R) -> serde_json::Result<Vec<u8>>) -> Invoke<S>
+where
+    T: DeserializeOwned,
+    R: 'static,
+    E: Into<RpcError>,
+    F: Fn(Ctx<S>, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+{
+    Arc::new(move |ctx, data| {
+        let input: T = serde_json::from_str(data.get())
+            .map_err(|e| RpcError::invalid_payload(format!("invalid data: {e}")))?;
+        let work = handler(ctx, input);
+        Ok(Box::pin(async move {
+            let output = work.await.map_err(Into::into)?;
+            encode(&output).map_err(|e| {
+                tracing::error!(error = %e, "response does not serialize to JSON");
+                RpcError::internal()
+            })
+        }))
+    })
+}

