@@ -144,8 +144,11 @@ impl Running {
         while self.intakes.join_next().await.is_some() {}
         self.tasks.close();
         self.tasks.wait().await;
-        if let Err(e) = self.client.flush().await {
-            tracing::warn!(error = %e, "could not flush replies on shutdown");
+        // Bounded: with NATS gone, flush would wait for a reconnect that may never come.
+        match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not flush replies on shutdown"),
+            Err(_) => tracing::warn!("NATS unreachable: replies not yet sent are lost"),
         }
         self.api_stop.cancel();
         let _ = self.api.await;

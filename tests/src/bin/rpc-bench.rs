@@ -2,7 +2,7 @@
 //! served by `test-worker`) next to a bare async-nats responder (`test-worker --raw`), on one
 //! nats-server, in one run. Run by `scripts/bench`, not in CI.
 //!
-//! Usage: `rpc-bench [--seconds N]` (default 5 s per measurement, after 1 s of warm-up).
+//! Usage: `rpc-bench [--seconds N]` (default 5 s per round, after 1 s of warm-up; 3 rounds each).
 //! Prints, for concurrency 1 and 64: requests/s, p50 and p99 in µs, and framework/raw ratios.
 
 use std::sync::Arc;
@@ -15,6 +15,8 @@ use mediabus_testkit::NatsServer;
 
 /// Client connections the load is spread over, so one connection's reader is not the bottleneck.
 const CONNECTIONS: usize = 4;
+/// Measured rounds per responder and concurrency.
+const ROUNDS: usize = 3;
 
 struct Sample {
     throughput: f64,
@@ -55,6 +57,12 @@ async fn measure(clients: &[async_nats::Client], subject: &str, body: Bytes, con
     unreachable!("the second round returns")
 }
 
+/// The round with the median throughput.
+fn median(mut rounds: Vec<Sample>) -> Sample {
+    rounds.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+    rounds.swap_remove(rounds.len() / 2)
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -72,11 +80,17 @@ async fn main() {
 
     // The same bytes to both: a NestJS request packet as ClientProxy.send writes it.
     let body = Bytes::from_static(br#"{"pattern":"rust.echo","data":{"text":"hello","n":42},"id":"6311e0d955b769e75d1e5"}"#);
-    println!("echo request-reply, {seconds} s per run, {CONNECTIONS} client connections, one nats-server");
+    println!("echo request-reply, median of {ROUNDS} rounds of {seconds} s, {CONNECTIONS} client connections, one nats-server");
     println!("{:<11} {:>5} {:>12} {:>9} {:>9}", "responder", "conc", "req/s", "p50 µs", "p99 µs");
     for concurrency in [1, 64] {
-        let raw = measure(&clients, "bench.raw", body.clone(), concurrency, seconds).await;
-        let framework = measure(&clients, "rust.echo", body.clone(), concurrency, seconds).await;
+        // Rounds alternate the two responders so drift on a shared machine hits both alike;
+        // each is reported by its median round.
+        let (mut raw, mut framework) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            raw.push(measure(&clients, "bench.raw", body.clone(), concurrency, seconds).await);
+            framework.push(measure(&clients, "rust.echo", body.clone(), concurrency, seconds).await);
+        }
+        let (raw, framework) = (median(raw), median(framework));
         for (name, s) in [("raw", &raw), ("framework", &framework)] {
             println!("{name:<11} {concurrency:>5} {:>12.0} {:>9} {:>9}", s.throughput, s.p50_us, s.p99_us);
         }
