@@ -1,0 +1,30 @@
+//! Wire types of the mediabus subjects (DESIGN §4 and §5): what callers send and receive, with
+//! the JSON names fixed by the contract. Storage crates persist these; services validate into them.
+
+mod media;
+mod page;
+pub mod requests;
+
+pub use media::{Media, MediaRecord, MediaStatus, MediaType, Timestamp, Variant, new_media_id};
+pub use page::{ListFilter, Page, SortOrder, Visibility};
+
+/// Subject names (NestJS message patterns) served by the media service.
+pub mod subjects {
+    pub const MEDIA_CREATE: &str = "media.create";
+    pub const MEDIA_FIND_ALL: &str = "media.findAll";
+    pub const MEDIA_FIND_BY_USER: &str = "media.findByUser";
+    pub const MEDIA_FIND_BY_ENTITY: &str = "media.findByEntity";
+    pub const MEDIA_FIND_ONE: &str = "media.findOne";
+    pub const MEDIA_UPDATE: &str = "media.update";
+    pub const MEDIA_REMOVE: &str = "media.remove";
+    pub const UPLOAD_FILE: &str = "upload_file";
+    pub const UPLOAD_CREATE: &str = "upload.create";
+    pub const UPLOAD_PART: &str = "upload.part";
+    pub const UPLOAD_COMPLETE: &str = "upload.complete";
+    pub const UPLOAD_ABORT: &str = "upload.abort";
+    /// Events (NestJS event packets), also captured in JetStream.
+    pub const MEDIA_CREATED: &str = "media.created";
+    pub const MEDIA_UPDATED: &str = "media.updated";
+    pub const MEDIA_REMOVED: &str = "media.removed";
+    pub const MEDIA_PROCESSED: &str = "media.processed";
+}

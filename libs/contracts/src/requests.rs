@@ -1,0 +1,1 @@
+//! Request payloads of the media subjects (DESIGN §5). Filled in with the media service.
