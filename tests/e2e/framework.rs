@@ -151,7 +151,7 @@ async fn the_service_api_lists_endpoints_and_counts_requests_and_errors() {
     let info = app.raw_request("$SRV.INFO.test", "").await;
     let mut subjects: Vec<&str> = info["endpoints"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
     subjects.sort();
-    let expected = ["rust.echo", "rust.event", "rust.fail", "rust.headers", "rust.missing_type", "rust.panic", "rust.slow", "rust.whoami"];
+    let expected = ["rust.bytes", "rust.echo", "rust.event", "rust.fail", "rust.headers", "rust.missing_type", "rust.panic", "rust.slow", "rust.whoami"];
     assert_eq!(subjects, expected);
     assert!(info["endpoints"].as_array().unwrap().iter().all(|e| e["queue_group"] == "test"), "{info}");
 
@@ -197,4 +197,22 @@ async fn shutdown_finishes_requests_in_flight_then_stops_answering() {
     }
     let err = rpc.call::<_, Value>("rust.echo", &json!(1)).await.unwrap_err();
     assert_eq!(err.status, 503);
+}
+
+#[tokio::test]
+async fn a_binary_route_takes_raw_bytes_with_header_metadata_or_json() {
+    let app = App::with_defaults().await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Part-Number", "3");
+    let chunk = bytes::Bytes::from(vec![0u8, 159, 146, 150, 255]);
+    let reply = app.nats.request_with_headers("rust.bytes", headers, chunk).await.unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply, json!({"response": {"binaryLen": 5, "part": "3"}, "isDisposed": true}));
+
+    let json_reply = app.raw_request("rust.bytes", r#"{"pattern":"rust.bytes","data":{"a":1},"id":"b"}"#).await;
+    assert_eq!(json_reply, json!({"response": {"json": {"a": 1}}, "isDisposed": true, "id": "b"}));
+
+    // A typed route still refuses bytes that are not JSON.
+    let refused = app.raw_request("rust.echo", vec![0u8, 159, 146]).await;
+    assert_eq!(refused["err"]["code"], codes::MALFORMED_PAYLOAD);
 }

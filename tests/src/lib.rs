@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mediabus_rpc::{Ctx, Router, RpcError};
+use mediabus_rpc::{Body, Ctx, Router, RpcError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -51,6 +51,7 @@ struct Slow {
 /// - `rust.slow` `{ms}`: sleeps, returns `{worker, peak}` (peak concurrent `rust.slow` calls);
 /// - `rust.whoami`: returns `{worker}`;
 /// - `rust.headers`: returns the `authorization` and `traceparent` headers it got;
+/// - `rust.bytes`: takes JSON or raw bytes, returns `{json}` or `{binaryLen, part}` (header `Part-Number`);
 /// - `rust.event` (event): publishes `{worker, data}` on [`EVENTS_SEEN`].
 pub fn test_router() -> Router<TestState> {
     Router::new()
@@ -76,6 +77,12 @@ pub fn test_router() -> Router<TestState> {
                 "traceparent": ctx.header("traceparent"),
                 "bearer": ctx.bearer_token(),
             }))
+        })
+        .binary_request("rust.bytes", |ctx: Ctx<TestState>, body: Body| async move {
+            Ok::<_, RpcError>(match body {
+                Body::Json(data) => json!({"json": data}),
+                Body::Binary(bytes) => json!({"binaryLen": bytes.len(), "part": ctx.header("Part-Number")}),
+            })
         })
         .event("rust.event", |ctx: Ctx<TestState>, data: Value| async move {
             let report = json!({"worker": &*ctx.state.worker, "data": data});

@@ -17,7 +17,7 @@ mod service_api;
 
 pub use client::RpcClient;
 pub use error::{RpcError, codes};
-pub use router::{Ctx, Router};
+pub use router::{Body, Ctx, Router};
 pub use service::{Running, ServeError, Service, ServiceConfig, shutdown_signal};
 
 /// Headers a service passes on when it calls another: identity and W3C trace context (DESIGN §3).

@@ -28,6 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -77,17 +78,35 @@ impl<S> Ctx<S> {
     }
 }
 
+/// The input of a [`Router::binary_request`] handler.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// The body was JSON: the packet's `data` (or the whole raw JSON payload).
+    Json(Box<RawValue>),
+    /// The body was not JSON: the bytes as sent, metadata in the NATS headers.
+    Binary(Bytes),
+}
+
+/// What a type-erased handler receives.
+pub(crate) enum Input<'a> {
+    Json(&'a RawValue),
+    Binary(&'a Bytes),
+}
+
 /// The reply body a handler produces: its result serialized as JSON.
 pub(crate) type Reply = Result<Vec<u8>, RpcError>;
 pub(crate) type BoxReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
-/// A type-erased handler: decodes `data` (synchronously, so errors are 400s before any work starts)
-/// and returns the future that does the work.
-pub(crate) type Invoke<S> = Arc<dyn Fn(Ctx<S>, &RawValue) -> Result<BoxReply, RpcError> + Send + Sync>;
+/// A type-erased handler: decodes its input (synchronously, so errors are 400s before any work
+/// starts) and returns the future that does the work.
+pub(crate) type Invoke<S> = Arc<dyn Fn(Ctx<S>, Input<'_>) -> Result<BoxReply, RpcError> + Send + Sync>;
 
 /// The handlers bound to one subject. A subject may take requests, events, or both.
 pub(crate) struct Route<S> {
     pub(crate) request: Option<Invoke<S>>,
     pub(crate) event: Option<Invoke<S>>,
+    /// Whether a body that is not JSON goes to the request handler (as [`Body::Binary`]) instead
+    /// of being refused with 400 `MALFORMED_PAYLOAD`.
+    pub(crate) binary: bool,
 }
 
 /// The subject table of a service: `subject → handler`, built like an axum `Router`.
@@ -127,6 +146,31 @@ impl<S: Send + 'static> Router<S> {
         self
     }
 
+    /// Serves requests on `subject` whose body may be JSON or raw bytes (e.g. a file chunk with its
+    /// metadata in NATS headers): the handler gets a [`Body`] and decodes it itself.
+    ///
+    /// Panics at start-up if `subject` already has a request handler.
+    pub fn binary_request<R, E, F, Fut>(mut self, subject: &str, handler: F) -> Self
+    where
+        R: Serialize + 'static,
+        E: Into<RpcError>,
+        F: Fn(Ctx<S>, Body) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let invoke: Invoke<S> = Arc::new(move |ctx, input| {
+            let body = match input {
+                Input::Json(data) => Body::Json(data.to_owned()),
+                Input::Binary(bytes) => Body::Binary(bytes.clone()),
+            };
+            Ok(finish(handler(ctx, body), |value: &R| serde_json::to_vec(value)))
+        });
+        let route = self.route(subject);
+        assert!(route.request.is_none(), "two request handlers for subject {subject}");
+        route.request = Some(invoke);
+        route.binary = true;
+        self
+    }
+
     /// Handles events on `subject` (NestJS `@EventPattern`, packets without `id`): no reply is sent;
     /// an error is logged and counted.
     ///
@@ -151,7 +195,7 @@ impl<S: Send + 'static> Router<S> {
     }
 
     fn route(&mut self, subject: &str) -> &mut Route<S> {
-        self.routes.entry(subject.to_owned()).or_insert(Route { request: None, event: None })
+        self.routes.entry(subject.to_owned()).or_insert(Route { request: None, event: None, binary: false })
     }
 }
 
@@ -163,16 +207,26 @@ where
     F: Fn(Ctx<S>, T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
 {
-    Arc::new(move |ctx, data| {
+    Arc::new(move |ctx, input| {
+        let Input::Json(data) = input else {
+            return Err(RpcError::new(400, crate::codes::MALFORMED_PAYLOAD, "body is not JSON"));
+        };
         let input: T = serde_json::from_str(data.get())
             .map_err(|e| RpcError::invalid_payload(format!("invalid data: {e}")))?;
-        let work = handler(ctx, input);
-        Ok(Box::pin(async move {
-            let output = work.await.map_err(Into::into)?;
-            encode(&output).map_err(|e| {
-                tracing::error!(error = %e, "response does not serialize to JSON");
-                RpcError::internal()
-            })
-        }))
+        Ok(finish(handler(ctx, input), encode))
+    })
+}
+
+/// Boxes a handler's work together with the encoding of its output.
+fn finish<R: 'static, E: Into<RpcError>>(
+    work: impl Future<Output = Result<R, E>> + Send + 'static,
+    encode: fn(&R) -> serde_json::Result<Vec<u8>>,
+) -> BoxReply {
+    Box::pin(async move {
+        let output = work.await.map_err(Into::into)?;
+        encode(&output).map_err(|e| {
+            tracing::error!(error = %e, "response does not serialize to JSON");
+            RpcError::internal()
+        })
     })
 }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::envelope;
 use crate::error::{RpcError, codes};
-use crate::router::{Ctx, Invoke, Route, Router};
+use crate::router::{Ctx, Input, Invoke, Route, Router};
 use crate::service_api::{self, EndpointStats, Registry};
 
 /// On shutdown, the messages a subject may still take after its last pull: the server is told to
@@ -266,7 +266,7 @@ use Answer::{Replying, Silent};
 
 /// Decodes the message and runs the matching handler.
 async fn process<S: Clone>(
-    payload: &[u8],
+    payload: &bytes::Bytes,
     has_inbox: bool,
     headers: Option<HeaderMap>,
     route: &Route<S>,
@@ -279,6 +279,11 @@ async fn process<S: Clone>(
     }
     let incoming = match envelope::parse(payload) {
         Ok(incoming) => incoming,
+        Err(_) if route.binary && has_inbox => {
+            let Some(invoke) = &route.request else { unreachable!("binary routes have a request handler") };
+            let ctx = Ctx { state: shared.state.clone(), headers };
+            return (Replying(None), run(invoke, ctx, Input::Binary(payload), shared.config.request_timeout).await);
+        }
         Err(err) => return (Replying(None), Err(err)),
     };
     // A NestJS packet without id is an event even if a reply inbox came along; a raw payload with
@@ -294,12 +299,12 @@ async fn process<S: Clone>(
         return (answer, Err(err));
     };
     let ctx = Ctx { state: shared.state.clone(), headers };
-    (answer, run(invoke, ctx, incoming.data, shared.config.request_timeout).await)
+    (answer, run(invoke, ctx, Input::Json(incoming.data), shared.config.request_timeout).await)
 }
 
 /// Runs a handler: decode errors are 400s, a panic is a 500, overrunning the timeout a 504.
-async fn run<S>(invoke: &Invoke<S>, ctx: Ctx<S>, data: &RawValue, timeout: Duration) -> Result<Vec<u8>, RpcError> {
-    let work = match std::panic::catch_unwind(AssertUnwindSafe(|| invoke(ctx, data))) {
+async fn run<S>(invoke: &Invoke<S>, ctx: Ctx<S>, input: Input<'_>, timeout: Duration) -> Result<Vec<u8>, RpcError> {
+    let work = match std::panic::catch_unwind(AssertUnwindSafe(|| invoke(ctx, input))) {
         Ok(Ok(work)) => work,
         Ok(Err(err)) => return Err(err),
         Err(_) => return Err(panicked()),
