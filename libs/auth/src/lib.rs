@@ -98,6 +98,20 @@ pub struct KeyConfig {
     /// RS256 / EdDSA: the public key, PEM text.
     #[serde(default)]
     pub public_key_pem: Option<String>,
+    /// RS256 / EdDSA: a file holding the public key (PEM), read at start-up.
+    #[serde(default)]
+    pub public_key_file: Option<std::path::PathBuf>,
+}
+
+impl KeyConfig {
+    /// The PEM text, inline or read from `public_key_file`.
+    fn pem(&self) -> Result<Option<String>, String> {
+        match (&self.public_key_pem, &self.public_key_file) {
+            (Some(pem), _) => Ok(Some(pem.clone())),
+            (None, Some(path)) => std::fs::read_to_string(path).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// Verifies access tokens against a set of keys, an issuer and an audience.
@@ -129,11 +143,11 @@ impl Verifier {
                     (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
                 }
                 "RS256" => {
-                    let pem = key.public_key_pem.as_deref().ok_or_else(|| bad("RS256 needs a public key"))?;
+                    let pem = key.pem().map_err(|e| bad(&e))?.ok_or_else(|| bad("RS256 needs a public key"))?;
                     (DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| bad(&e.to_string()))?, Algorithm::RS256)
                 }
                 "EdDSA" => {
-                    let pem = key.public_key_pem.as_deref().ok_or_else(|| bad("EdDSA needs a public key"))?;
+                    let pem = key.pem().map_err(|e| bad(&e))?.ok_or_else(|| bad("EdDSA needs a public key"))?;
                     (DecodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| bad(&e.to_string()))?, Algorithm::EdDSA)
                 }
                 other => return Err(KeyError::Algorithm(other.to_owned())),
@@ -197,7 +211,7 @@ mod tests {
     const SECRET: &str = "a-test-secret-that-is-long-enough-0123";
 
     fn verifier() -> Verifier {
-        let key = KeyConfig { kid: "k1".into(), algorithm: "HS256".into(), secret: Some(SECRET.into()), public_key_pem: None };
+        let key = KeyConfig { kid: "k1".into(), algorithm: "HS256".into(), secret: Some(SECRET.into()), public_key_pem: None, public_key_file: None };
         Verifier::new(&[key], "mediabus", "mediabus-api").unwrap()
     }
 

@@ -4,9 +4,15 @@
 //! an environment variable (`NATS_SERVER_BIN`, ...) overrides the path. Failing to start a server
 //! panics with the reason: a test cannot go on without it.
 
+mod mongo;
+mod fixtures;
 mod nats;
+mod seaweed;
 
+pub use mongo::MongoServer;
+pub use fixtures::{MediaFiles, media_files};
 pub use nats::NatsServer;
+pub use seaweed::SeaweedS3;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -1,0 +1,770 @@
+//! Embedded backend: one SQLite file (rusqlite, SQLite compiled in), shared by every worker
+//! process on the machine.
+//!
+//! Concurrency: each store keeps one writer connection and up to [`READERS`] reader connections.
+//! The file is in WAL mode, so readers never wait for the writer, and funnelling this process's
+//! writes through one connection means they queue on an async mutex instead of spinning in
+//! SQLite's busy handler. Other processes' writers are waited for by `busy_timeout`; write
+//! transactions that read first start with `BEGIN IMMEDIATE` so they take the write lock up front
+//! and cannot fail with a lock upgrade deadlock. All SQLite calls run on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mediabus_contracts::{
+    ListFilter, Media, MediaRecord, MediaStatus, MediaType, Page, SortOrder, Timestamp, Visibility,
+};
+use rusqlite::types::{Type, Value as SqlValue};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, ffi, params,
+    params_from_iter,
+};
+use serde_json::Value;
+use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+
+use crate::cursor::{CursorKey, clamp_limit};
+use crate::{MediaStore, StoreError, UploadPart, UploadSession, clamp_janitor_limit, non_null};
+
+/// Reader connections per store: enough to overlap the listing queries of a busy worker on a
+/// small machine without holding many file handles.
+const READERS: usize = 4;
+
+/// How long a statement waits for another process's write lock before failing as a backend
+/// error. Writes are short (one row or one small transaction), so seconds mean trouble.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema migrations, applied in order at open; `PRAGMA user_version` counts the applied ones.
+/// Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: media, idempotency keys, upload sessions and parts.
+    r#"
+    CREATE TABLE media (
+        id            TEXT PRIMARY KEY NOT NULL,
+        type          TEXT NOT NULL,
+        original_name TEXT NOT NULL,
+        -- original_name lowercased (Unicode) by the store: `q` searches it with instr(), which
+        -- has no wildcards to escape and, unlike LIKE, folds more than ASCII letters.
+        name_folded   TEXT NOT NULL,
+        mime_type     TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        url           TEXT NOT NULL,
+        user_id       TEXT NOT NULL,
+        entity_id     TEXT,
+        entity_type   TEXT,
+        metadata      TEXT,               -- JSON
+        is_public     INTEGER NOT NULL,   -- 0 or 1
+        status        TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,   -- unix millis: integer order is time order
+        updated_at    INTEGER NOT NULL,   -- unix millis
+        checksum      TEXT,
+        details       TEXT,               -- JSON
+        variants      TEXT NOT NULL,      -- JSON array
+        storage_key   TEXT
+    ) STRICT;
+    -- Listing indexes: each equality filter first, then the (created_at, id) sort/keyset key.
+    CREATE INDEX media_created ON media (created_at, id);
+    CREATE INDEX media_user    ON media (user_id, created_at, id);
+    CREATE INDEX media_entity  ON media (entity_id, entity_type, created_at, id);
+    CREATE INDEX media_status  ON media (status, created_at, id);
+    CREATE INDEX media_public  ON media (is_public, created_at, id);
+
+    CREATE TABLE idempotency (
+        scope_key  TEXT PRIMARY KEY NOT NULL,
+        media_id   TEXT NOT NULL,
+        created_at INTEGER NOT NULL        -- unix millis, for a future expiry sweep
+    ) STRICT;
+
+    CREATE TABLE uploads (
+        upload_id         TEXT PRIMARY KEY NOT NULL,
+        user_id           TEXT NOT NULL,
+        storage_key       TEXT NOT NULL,
+        backend_upload_id TEXT NOT NULL,
+        original_name     TEXT NOT NULL,
+        declared_size     INTEGER,
+        entity_id         TEXT,
+        entity_type       TEXT,
+        is_public         INTEGER NOT NULL,
+        metadata          TEXT,            -- JSON
+        part_size         INTEGER NOT NULL,
+        created_at        INTEGER NOT NULL,
+        expires_at        INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX uploads_expires ON uploads (expires_at);
+
+    CREATE TABLE upload_parts (
+        -- The foreign key makes a part for an unknown session fail (-> NotFound) and
+        -- deleting a session delete its parts.
+        upload_id   TEXT NOT NULL REFERENCES uploads (upload_id) ON DELETE CASCADE,
+        part_number INTEGER NOT NULL,
+        size        INTEGER NOT NULL,
+        etag        TEXT NOT NULL,
+        PRIMARY KEY (upload_id, part_number)
+    ) STRICT, WITHOUT ROWID;
+    "#,
+];
+
+const MEDIA_COLUMNS: &str = "id, type, original_name, mime_type, size, url, user_id, entity_id, entity_type, metadata, \
+     is_public, status, created_at, updated_at, checksum, details, variants, storage_key";
+
+const UPLOAD_COLUMNS: &str = "upload_id, user_id, storage_key, backend_upload_id, original_name, declared_size, \
+     entity_id, entity_type, is_public, metadata, part_size, created_at, expires_at";
+
+/// The embedded store: a SQLite database file. Cheap to clone (shared connections).
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Arc<AsyncMutex<Connection>>,
+    /// Idle reader connections, opened on first use; at most `READERS` exist (the semaphore).
+    idle_readers: Arc<Mutex<Vec<Connection>>>,
+    reader_slots: Arc<Semaphore>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, with its parent directory) the database at `path`, switches it
+    /// to WAL mode and applies pending migrations. Other processes may open the same file at the
+    /// same time; migrations run in one exclusive transaction, so each is applied once.
+    ///
+    /// [`StoreError::Backend`] if the file cannot be opened or written, or if its schema is newer
+    /// than this build knows.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let open_path = path.clone();
+        let writer = blocking(move || {
+            if let Some(parent) = open_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Backend(format!("create {}: {e}", parent.display()))
+                })?;
+            }
+            let mut conn = connect(&open_path)?;
+            // Persistent (stored in the file): every later connection is in WAL mode too.
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                .map_err(backend)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Backend(format!(
+                    "{}: journal_mode is {mode}, WAL needed",
+                    open_path.display()
+                )));
+            }
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Arc::new(AsyncMutex::new(writer)),
+                idle_readers: Arc::new(Mutex::new(Vec::new())),
+                reader_slots: Arc::new(Semaphore::new(READERS)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the writer connection (exclusive within this process).
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let mut conn = Arc::clone(&self.inner.writer).lock_owned().await;
+        blocking(move || f(&mut conn)).await
+    }
+
+    /// Runs `f` on a reader connection (up to `READERS` at once).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = Arc::clone(&self.inner.reader_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Backend("reader pool closed".into()))?;
+        let idle = Arc::clone(&self.inner.idle_readers);
+        let path = self.inner.path.clone();
+        blocking(move || {
+            let _permit = permit;
+            let pooled = idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => connect(&path)?,
+            };
+            let result = f(&mut conn);
+            idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            result
+        })
+        .await
+    }
+}
+
+/// Opens one connection with the per-connection settings (WAL itself is per file).
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Backend(format!("open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    // NORMAL is durable across application crashes in WAL mode; only an OS crash or power loss
+    // can drop the last transactions, which FULL would prevent at the cost of an fsync per commit.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(backend)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(backend)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(backend)?;
+    let applied: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(backend)?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::Backend(format!(
+            "database schema version {applied} is newer than this build ({known}): upgrade the binary"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Backend(format!("migration {}: {e}", index + 1)))?;
+    }
+    tx.pragma_update(None, "user_version", known)
+        .map_err(backend)?;
+    tx.commit().map_err(backend)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("sqlite: {e}"))
+}
+
+/// The SQLite extended result code of a failed statement, if that is what failed.
+fn extended_code(e: &rusqlite::Error) -> Option<i32> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
+            Some(f.extended_code)
+        }
+        _ => None,
+    }
+}
+
+fn to_i64(n: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(n)
+        .map_err(|_| StoreError::Backend(format!("{what} {n} exceeds the storable range")))
+}
+
+fn json_text(value: &Option<Value>) -> Result<Option<String>, StoreError> {
+    non_null(value)
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Backend(format!("encode JSON: {e}")))
+}
+
+/// A row value that is not what this store writes: the file was changed behind its back.
+fn corrupt(column: usize, what: impl Into<String>) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, what.into().into())
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    column: usize,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(column)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(column, format!("bad JSON: {e}"))))
+        .transpose()
+}
+
+fn u64_column(row: &Row<'_>, column: usize) -> rusqlite::Result<u64> {
+    let n: i64 = row.get(column)?;
+    u64::try_from(n).map_err(|_| corrupt(column, format!("negative size {n}")))
+}
+
+fn media_from_row(row: &Row<'_>) -> rusqlite::Result<MediaRecord> {
+    let type_text: String = row.get(1)?;
+    let status_text: String = row.get(11)?;
+    let media = Media {
+        id: row.get(0)?,
+        media_type: MediaType::parse(&type_text)
+            .ok_or_else(|| corrupt(1, format!("unknown type {type_text}")))?,
+        original_name: row.get(2)?,
+        mime_type: row.get(3)?,
+        size: u64_column(row, 4)?,
+        url: row.get(5)?,
+        user_id: row.get(6)?,
+        entity_id: row.get(7)?,
+        entity_type: row.get(8)?,
+        metadata: json_column(row, 9)?,
+        is_public: row.get(10)?,
+        status: MediaStatus::parse(&status_text)
+            .ok_or_else(|| corrupt(11, format!("unknown status {status_text}")))?,
+        created_at: Timestamp::from_unix_millis(row.get(12)?),
+        updated_at: Timestamp::from_unix_millis(row.get(13)?),
+        checksum: row.get(14)?,
+        details: json_column(row, 15)?,
+        variants: json_column(row, 16)?.unwrap_or_default(),
+    };
+    Ok(MediaRecord {
+        media,
+        storage_key: row.get(17)?,
+    })
+}
+
+fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<UploadSession> {
+    let declared: Option<i64> = row.get(5)?;
+    Ok(UploadSession {
+        upload_id: row.get(0)?,
+        user_id: row.get(1)?,
+        storage_key: row.get(2)?,
+        backend_upload_id: row.get(3)?,
+        original_name: row.get(4)?,
+        declared_size: declared
+            .map(|n| u64::try_from(n).map_err(|_| corrupt(5, "negative size")))
+            .transpose()?,
+        entity_id: row.get(6)?,
+        entity_type: row.get(7)?,
+        is_public: row.get(8)?,
+        metadata: json_column(row, 9)?,
+        part_size: u64_column(row, 10)?,
+        created_at: Timestamp::from_unix_millis(row.get(11)?),
+        expires_at: Timestamp::from_unix_millis(row.get(12)?),
+    })
+}
+
+/// The 19 column values of a media row, in `MEDIA_COLUMNS` order plus `name_folded` last.
+fn media_values(record: &MediaRecord) -> Result<Vec<SqlValue>, StoreError> {
+    let m = &record.media;
+    let variants = serde_json::to_string(&m.variants)
+        .map_err(|e| StoreError::Backend(format!("encode variants: {e}")))?;
+    Ok(vec![
+        m.id.clone().into(),
+        m.media_type.as_str().to_owned().into(),
+        m.original_name.clone().into(),
+        m.mime_type.clone().into(),
+        to_i64(m.size, "size")?.into(),
+        m.url.clone().into(),
+        m.user_id.clone().into(),
+        m.entity_id.clone().into(),
+        m.entity_type.clone().into(),
+        json_text(&m.metadata)?.into(),
+        i64::from(m.is_public).into(),
+        m.status.as_str().to_owned().into(),
+        m.created_at.unix_millis().into(),
+        m.updated_at.unix_millis().into(),
+        m.checksum.clone().into(),
+        json_text(&m.details)?.into(),
+        variants.into(),
+        record.storage_key.clone().into(),
+        m.original_name.to_lowercase().into(),
+    ])
+}
+
+/// `WHERE` conditions (ANDed) and their parameters for a listing, without the cursor condition.
+fn filter_clause(filter: &ListFilter) -> (Vec<String>, Vec<SqlValue>) {
+    let mut conds = Vec::new();
+    let mut args: Vec<SqlValue> = Vec::new();
+    fn bind(args: &mut Vec<SqlValue>, value: impl Into<SqlValue>) -> String {
+        args.push(value.into());
+        format!("?{}", args.len())
+    }
+    match filter.status {
+        None => conds.push(format!("status <> '{}'", MediaStatus::Deleted.as_str())),
+        Some(status) => conds.push(format!(
+            "status = {}",
+            bind(&mut args, status.as_str().to_owned())
+        )),
+    }
+    if let Some(user_id) = &filter.user_id {
+        conds.push(format!("user_id = {}", bind(&mut args, user_id.clone())));
+    }
+    if let Some(entity_id) = &filter.entity_id {
+        conds.push(format!(
+            "entity_id = {}",
+            bind(&mut args, entity_id.clone())
+        ));
+    }
+    if let Some(entity_type) = &filter.entity_type {
+        conds.push(format!(
+            "entity_type = {}",
+            bind(&mut args, entity_type.clone())
+        ));
+    }
+    if let Some(media_type) = filter.media_type {
+        conds.push(format!(
+            "type = {}",
+            bind(&mut args, media_type.as_str().to_owned())
+        ));
+    }
+    if let Some(is_public) = filter.is_public {
+        conds.push(format!(
+            "is_public = {}",
+            bind(&mut args, i64::from(is_public))
+        ));
+    }
+    match &filter.visibility {
+        Visibility::All => {}
+        Visibility::PublicOnly => conds.push("is_public = 1".into()),
+        Visibility::PublicOr { user_id } => {
+            conds.push(format!(
+                "(is_public = 1 OR user_id = {})",
+                bind(&mut args, user_id.clone())
+            ));
+        }
+    }
+    if let Some(q) = &filter.q {
+        conds.push(format!(
+            "instr(name_folded, {}) > 0",
+            bind(&mut args, q.to_lowercase())
+        ));
+    }
+    (conds, args)
+}
+
+fn list_blocking(
+    conn: &mut Connection,
+    filter: &ListFilter,
+    after: Option<CursorKey>,
+) -> Result<Page, StoreError> {
+    let limit = clamp_limit(filter.limit);
+    let (mut conds, mut args) = filter_clause(filter);
+    // One read transaction: the count and the page come from the same snapshot.
+    let tx = conn.transaction().map_err(backend)?;
+    let total: i64 = tx
+        .query_row(
+            &format!("SELECT COUNT(*) FROM media WHERE {}", conds.join(" AND ")),
+            params_from_iter(&args),
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+
+    let (cmp, dir) = match filter.sort {
+        SortOrder::NewestFirst => ("<", "DESC"),
+        SortOrder::OldestFirst => (">", "ASC"),
+    };
+    if let Some(key) = after {
+        args.push(key.created_at_millis.into());
+        let t = args.len();
+        args.push(key.id.into());
+        let i = args.len();
+        conds.push(format!(
+            "(created_at {cmp} ?{t} OR (created_at = ?{t} AND id {cmp} ?{i}))"
+        ));
+    }
+    // One extra row tells whether another page follows.
+    args.push(i64::from(limit + 1).into());
+    let sql = format!(
+        "SELECT {MEDIA_COLUMNS} FROM media WHERE {} ORDER BY created_at {dir}, id {dir} LIMIT ?{}",
+        conds.join(" AND "),
+        args.len()
+    );
+    let mut items = {
+        let mut stmt = tx.prepare(&sql).map_err(backend)?;
+        let rows = stmt
+            .query_map(params_from_iter(&args), media_from_row)
+            .map_err(backend)?;
+        rows.map(|r| r.map(|rec| rec.media))
+            .collect::<Result<Vec<Media>, _>>()
+            .map_err(backend)?
+    };
+    tx.finish().map_err(backend)?;
+
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|m| {
+            CursorKey {
+                created_at_millis: m.created_at.unix_millis(),
+                id: m.id.clone(),
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Page {
+        items,
+        total: total as u64,
+        limit,
+        next_cursor,
+    })
+}
+
+#[async_trait]
+impl MediaStore for SqliteStore {
+    async fn insert(&self, record: &MediaRecord) -> Result<(), StoreError> {
+        let values = media_values(record)?;
+        let id = record.media.id.clone();
+        self.write(move |conn| {
+            let sql = format!(
+                "INSERT INTO media ({MEDIA_COLUMNS}, name_folded) VALUES ({})",
+                placeholders(values.len())
+            );
+            match conn.execute(&sql, params_from_iter(&values)) {
+                Ok(_) => Ok(()),
+                Err(e) if extended_code(&e) == Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                    Err(StoreError::Conflict(format!("media {id} exists")))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<MediaRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {MEDIA_COLUMNS} FROM media WHERE id = ?1"),
+                [id],
+                media_from_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn update(&self, record: &MediaRecord) -> Result<(), StoreError> {
+        let values = media_values(record)?;
+        self.write(move |conn| {
+            // Every column but id (value 1) is set; id is the key.
+            let sets: Vec<String> = MEDIA_COLUMNS
+                .split(", ")
+                .chain(["name_folded"])
+                .enumerate()
+                .skip(1)
+                .map(|(i, col)| format!("{} = ?{}", col.trim(), i + 1))
+                .collect();
+            let sql = format!("UPDATE media SET {} WHERE id = ?1", sets.join(", "));
+            match conn
+                .execute(&sql, params_from_iter(&values))
+                .map_err(backend)?
+            {
+                0 => Err(StoreError::NotFound),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
+        let after = filter
+            .cursor
+            .as_deref()
+            .map(CursorKey::decode)
+            .transpose()?;
+        let filter = filter.clone();
+        self.read(move |conn| list_blocking(conn, &filter, after))
+            .await
+    }
+
+    async fn claim_idempotency(
+        &self,
+        scope_key: &str,
+        media_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (key, media_id) = (scope_key.to_owned(), media_id.to_owned());
+        self.write(move |conn| {
+            // IMMEDIATE: the insert-or-read pair is atomic against other processes too.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO idempotency (scope_key, media_id, created_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (scope_key) DO NOTHING",
+                    params![key, media_id, Timestamp::now().unix_millis()],
+                )
+                .map_err(backend)?;
+            let existing = if inserted == 1 {
+                None
+            } else {
+                Some(
+                    tx.query_row(
+                        "SELECT media_id FROM idempotency WHERE scope_key = ?1",
+                        [&key],
+                        |r| r.get(0),
+                    )
+                    .map_err(backend)?,
+                )
+            };
+            tx.commit().map_err(backend)?;
+            Ok(existing)
+        })
+        .await
+    }
+
+    async fn release_idempotency(&self, scope_key: &str, media_id: &str) -> Result<(), StoreError> {
+        let (key, media_id) = (scope_key.to_owned(), media_id.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM idempotency WHERE scope_key = ?1 AND media_id = ?2",
+                [key, media_id],
+            )
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, s: &UploadSession) -> Result<(), StoreError> {
+        let values: Vec<SqlValue> = vec![
+            s.upload_id.clone().into(),
+            s.user_id.clone().into(),
+            s.storage_key.clone().into(),
+            s.backend_upload_id.clone().into(),
+            s.original_name.clone().into(),
+            s.declared_size
+                .map(|n| to_i64(n, "declared size"))
+                .transpose()?
+                .into(),
+            s.entity_id.clone().into(),
+            s.entity_type.clone().into(),
+            i64::from(s.is_public).into(),
+            json_text(&s.metadata)?.into(),
+            to_i64(s.part_size, "part size")?.into(),
+            s.created_at.unix_millis().into(),
+            s.expires_at.unix_millis().into(),
+        ];
+        let id = s.upload_id.clone();
+        self.write(move |conn| {
+            let sql = format!(
+                "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({})",
+                placeholders(values.len())
+            );
+            match conn.execute(&sql, params_from_iter(&values)) {
+                Ok(_) => Ok(()),
+                Err(e) if extended_code(&e) == Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                    Err(StoreError::Conflict(format!("upload {id} exists")))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        })
+        .await
+    }
+
+    async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadSession>, StoreError> {
+        let id = upload_id.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?1"),
+                [id],
+                upload_from_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_part(&self, upload_id: &str, part: &UploadPart) -> Result<(), StoreError> {
+        let id = upload_id.to_owned();
+        let (number, size, etag) = (
+            i64::from(part.part_number),
+            to_i64(part.size, "part size")?,
+            part.etag.clone(),
+        );
+        self.write(move |conn| {
+            let result = conn.execute(
+                "INSERT INTO upload_parts (upload_id, part_number, size, etag) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (upload_id, part_number) DO UPDATE SET size = excluded.size, etag = excluded.etag",
+                params![id, number, size, etag],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if extended_code(&e) == Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Err(StoreError::NotFound),
+                Err(e) => Err(backend(e)),
+            }
+        })
+        .await
+    }
+
+    async fn list_parts(&self, upload_id: &str) -> Result<Vec<UploadPart>, StoreError> {
+        let id = upload_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT part_number, size, etag FROM upload_parts WHERE upload_id = ?1 ORDER BY part_number")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([id], |r| {
+                    let number: i64 = r.get(0)?;
+                    Ok(UploadPart {
+                        part_number: u32::try_from(number).map_err(|_| corrupt(0, format!("part number {number}")))?,
+                        size: u64_column(r, 1)?,
+                        etag: r.get(2)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, upload_id: &str) -> Result<(), StoreError> {
+        let id = upload_id.to_owned();
+        self.write(move |conn| {
+            // The foreign key cascades to the parts; deleting them first as well keeps this
+            // correct even on a connection where foreign keys were left off.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute("DELETE FROM upload_parts WHERE upload_id = ?1", [&id])
+                .map_err(backend)?;
+            tx.execute("DELETE FROM uploads WHERE upload_id = ?1", [&id])
+                .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn expired_uploads(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<UploadSession>, StoreError> {
+        let limit = i64::from(clamp_janitor_limit(limit));
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE expires_at <= ?1 ORDER BY expires_at, upload_id LIMIT ?2"
+                ))
+                .map_err(backend)?;
+            let rows = stmt.query_map(params![now.unix_millis(), limit], upload_from_row).map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn health_check(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM media WHERE 0", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+/// `?1, ?2, .., ?n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,117 @@
+//! Handlers, one module per subject family. Each is an async fn `(Ctx<AppState>, Input) -> Result<Output>`.
+
+pub mod media;
+pub mod upload;
+
+use std::future::Future;
+
+use mediabus_auth::Identity;
+use mediabus_contracts::{Media, MediaStatus, MediaType, Timestamp, new_media_id};
+use mediabus_rpc::Ctx;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::content::Sniffed;
+use crate::error::{MediaError, Result};
+
+/// Header names that make a create retry-safe (DESIGN §3), first found wins.
+const IDEMPOTENCY_HEADERS: [&str; 2] = ["Idempotency-Key", "Nats-Msg-Id"];
+
+/// Runs `create(new_id)` at most once per idempotency key, subject and owner: a retry carrying the
+/// same `Idempotency-Key` (or `Nats-Msg-Id`) gets the first result instead of a second document.
+/// Without such a header, `create` simply runs.
+///
+/// Errors: 409 `IDEMPOTENCY_IN_PROGRESS` while the first request with the key is still running;
+/// whatever `create` fails with (the key is then released, so a retry can succeed).
+async fn idempotent<F, Fut>(ctx: &Ctx<AppState>, subject: &str, owner: &str, create: F) -> Result<Media>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<Media>>,
+{
+    let id = new_media_id();
+    let Some(key) = IDEMPOTENCY_HEADERS.iter().find_map(|h| ctx.header(h)) else {
+        return create(id).await;
+    };
+    if key.is_empty() || key.len() > 256 {
+        return Err(MediaError::Invalid("Idempotency-Key must be 1 to 256 bytes".into()));
+    }
+    let store = &ctx.state.store;
+    // Unit separators keep (subject, owner, key) unambiguous.
+    let scope = format!("{subject}\u{1f}{owner}\u{1f}{key}");
+    if let Some(existing) = store.claim_idempotency(&scope, &id).await? {
+        return match store.get(&existing).await? {
+            Some(record) => Ok(record.media),
+            None => Err(MediaError::InProgress),
+        };
+    }
+    let result = create(id.clone()).await;
+    if result.is_err() {
+        if let Err(e) = store.release_idempotency(&scope, &id).await {
+            tracing::warn!(error = %e, "could not release an idempotency key");
+        }
+    }
+    result
+}
+
+/// The fields of a new stored-file Media document.
+struct NewFile {
+    id: String,
+    owner: String,
+    original_name: String,
+    sniffed: Sniffed,
+    size: u64,
+    sha256_hex: String,
+    entity_id: Option<String>,
+    entity_type: Option<String>,
+    is_public: bool,
+    metadata: Option<Value>,
+}
+
+impl NewFile {
+    /// The document, with its content URL under the configured base.
+    fn into_media(self, state: &AppState) -> Media {
+        let now = Timestamp::now();
+        Media {
+            url: format!("{}/api/media/{}/content", state.settings.public_base_url.trim_end_matches('/'), self.id),
+            id: self.id,
+            media_type: self.sniffed.media_type,
+            original_name: self.original_name,
+            mime_type: self.sniffed.mime_type,
+            size: self.size,
+            user_id: self.owner,
+            entity_id: self.entity_id,
+            entity_type: self.entity_type,
+            metadata: self.metadata.filter(|m| !m.is_null()),
+            is_public: self.is_public,
+            status: MediaStatus::Ready,
+            created_at: now,
+            updated_at: now,
+            checksum: Some(format!("sha256:{}", self.sha256_hex)),
+            details: None,
+            variants: Vec::new(),
+        }
+    }
+}
+
+/// Validates the optional entity link fields.
+fn check_entity(entity_id: Option<&str>, entity_type: Option<&str>) -> Result<()> {
+    if let Some(id) = entity_id {
+        crate::content::check_id("entityId", id)?;
+    }
+    if let Some(kind) = entity_type {
+        crate::content::check_id("entityType", kind)?;
+    }
+    Ok(())
+}
+
+/// The caller, required to be signed in, and the identity they act as (see `access::Caller`).
+fn signed_in(ctx: &Ctx<AppState>, acting_for: Option<&str>) -> Result<Identity> {
+    let caller = crate::access::Caller::from_ctx(ctx, &ctx.state.verifier)?;
+    caller.require()?;
+    Ok(caller.acting_for(acting_for).expect("signed in"))
+}
+
+/// `MediaType` of a `media.create` without explicit type.
+fn type_of(mime_type: &str, explicit: Option<MediaType>) -> MediaType {
+    explicit.unwrap_or_else(|| MediaType::from_mime(mime_type))
+}

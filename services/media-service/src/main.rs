@@ -1,0 +1,41 @@
+//! media-service: serves `media.create`, `media.findAll`, `media.findByUser`, `media.findByEntity`,
+//! `media.findOne`, `media.update`, `media.remove`, `upload_file` and `upload.create/part/complete/abort`
+//! on NATS queue group `media` (DESIGN §5). Start more processes to scale; SIGTERM drains one.
+//!
+//! Run: `cargo run --release -p media-service` (settings: `services/media-service/defaults.toml`,
+//! then `config/media-service.toml`, then `MEDIABUS__SECTION__KEY` variables). Prints `READY` on
+//! stdout once serving.
+
+use std::process::ExitCode;
+
+use media_service::Settings;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    mediabus_telemetry::init();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    let nats = match mediabus_rpc::connect(&settings.nats.url, "media-service", 1024).await {
+        Ok(nats) => nats,
+        Err(e) => {
+            tracing::error!(error = %e, url = %settings.nats.url, "cannot connect to NATS");
+            return ExitCode::FAILURE;
+        }
+    };
+    match media_service::start(settings, nats).await {
+        Ok(running) => {
+            println!("READY");
+            running.run_until_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! media-service against real parts: a nats-server, SQLite or MongoDB-wire (nx-27017 or
+//! `MONGODB_URI`), the local file store or S3 (SeaweedFS), and files made by real encoders.
+//!
+//! - `subjects`: every subject, happy path and each error.
+//! - `access`: the access matrix (owner, other user, admin, service, anonymous × public, private ×
+//!   every subject).
+//! - `uploads`: real files, the chunked path over two workers on both file stores, bad input.
+
+mod access;
+mod helpers;
+mod subjects;
+mod uploads;
