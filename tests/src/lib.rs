@@ -1,5 +1,8 @@
 //! Shared pieces of the end-to-end tests and benchmarks: the test worker's subject table (served
-//! in-process or by the `test-worker` binary) and a handle on worker processes.
+//! in-process or by the `test-worker` binary), a handle on worker processes, and the benchmarks'
+//! load generator ([`bench`]).
+
+pub mod bench;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -112,9 +115,14 @@ impl WorkerProcess {
     /// Starts `binary` (the `test-worker` executable) with `args`, connected to `nats_url`, and waits
     /// for it to print `READY`.
     pub fn spawn(binary: &str, nats_url: &str, args: &[&str]) -> Self {
+        Self::spawn_with_env(binary, &[("NATS_URL", nats_url)], args)
+    }
+
+    /// Starts `binary` with `args` and extra environment `env`, and waits for it to print `READY`.
+    pub fn spawn_with_env(binary: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut child = Command::new(binary)
             .args(args)
-            .env("NATS_URL", nats_url)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -130,6 +138,11 @@ impl WorkerProcess {
     pub fn terminate(&self) {
         let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
         assert!(status.success());
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits for the process to exit.

@@ -34,6 +34,8 @@ const UPLOADS_DIR: &str = ".uploads";
 const UPLOAD_KEY_FILE: &str = "key";
 /// Read/write buffer: big enough to keep syscalls (each a blocking-pool hop in tokio) rare.
 const IO_BUF: usize = 256 * 1024;
+/// Buffer of the blocking part assembly: one per completion in progress.
+const ASSEMBLE_BUF: usize = 1024 * 1024;
 
 /// Blob store in a local directory, safe to share between processes on one machine.
 ///
@@ -202,18 +204,29 @@ impl BlobStore for LocalStore {
     ) -> Result<PartReceipt, StorageError> {
         check_part_number(part_number)?;
         let dir = self.upload_dir(key, upload_id).await?;
+        let size = data.len() as u64;
         let tmp = TempPath(Some(self.tmp_path("part")));
-        let file = write_synced(tmp.path(), &data).await?;
-        // Taken before the rename, which keeps the mtime: the receipt describes exactly this file
-        // even if the same part is re-sent concurrently.
-        let etag = etag_of(&file.metadata().await?);
+        // Parts are scratch, so not fsynced: only the assembled object must survive a crash
+        // (complete_multipart syncs it), and a part a crash truncated no longer matches its
+        // receipt, so completion refuses it rather than assemble it. One blocking task for the
+        // whole write: tokio::fs would hop to the blocking pool per buffer.
+        let path = tmp.path().to_owned();
+        // The etag is taken before the rename, which keeps the mtime: the receipt describes
+        // exactly this file even if the same part is re-sent concurrently.
+        let etag = tokio::task::spawn_blocking(move || -> io::Result<String> {
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+            std::io::Write::write_all(&mut file, &data)?;
+            Ok(etag_of(&file.metadata()?))
+        })
+        .await
+        .map_err(io::Error::other)??;
         match fs::rename(tmp.path(), dir.join(part_number.to_string())).await {
             Ok(()) => tmp.keep(),
             // The upload was completed or aborted meanwhile.
             Err(e) if is_not_found(&e) => return Err(StorageError::NotFound),
             Err(e) => return Err(e.into()),
         }
-        Ok(PartReceipt { part_number, etag, size: data.len() as u64 })
+        Ok(PartReceipt { part_number, etag, size })
     }
 
     async fn list_parts(
@@ -251,50 +264,17 @@ impl BlobStore for LocalStore {
         let dir = self.upload_dir(key, upload_id).await?;
         let dest = self.object_path(key)?;
         let tmp = TempPath(Some(self.tmp_path("complete")));
-        let mut out = BufWriter::with_capacity(IO_BUF, new_file(tmp.path()).await?);
-        let mut hasher = Sha256::new();
-        let mut size = 0;
-        let mut buf = vec![0; IO_BUF];
-        for (i, part) in parts.iter().enumerate() {
-            let n = part.part_number;
-            let mut file = match File::open(dir.join(n.to_string())).await {
-                Ok(file) => file,
-                Err(e) if is_not_found(&e) => {
-                    // Either the whole upload went away (aborted, or completed by another
-                    // worker) or this one part was never stored.
-                    return Err(match fs::metadata(dir.join(UPLOAD_KEY_FILE)).await {
-                        Err(e) if is_not_found(&e) => StorageError::NotFound,
-                        _ => StorageError::InvalidPart(format!("part {n} was not uploaded")),
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let meta = file.metadata().await?;
-            if etag_of(&meta) != part.etag {
-                return Err(StorageError::InvalidPart(format!(
-                    "part {n} changed since its receipt"
-                )));
-            }
-            if i + 1 < parts.len() && meta.len() < self.min_part_size() {
-                return Err(StorageError::InvalidPart(format!("part {n} is empty")));
-            }
-            loop {
-                let read = file.read(&mut buf).await?;
-                if read == 0 {
-                    break;
-                }
-                hasher.update(&buf[..read]);
-                out.write_all(&buf[..read]).await?;
-                size += read as u64;
-            }
-        }
-        out.flush().await?;
-        out.into_inner().sync_all().await?;
+        let (out_path, parts_dir, receipts) = (tmp.path().to_owned(), dir.clone(), parts.to_vec());
+        let min_part = self.min_part_size();
+        // Read, hash and write in one blocking task (tokio::fs would hop per buffer).
+        let (size, digest) = tokio::task::spawn_blocking(move || assemble(&parts_dir, &receipts, min_part, &out_path))
+            .await
+            .map_err(io::Error::other)??;
         publish(tmp.path(), &dest).await?;
         tmp.keep();
         // The object is in place; failing to tidy the parts must not fail the upload.
         let _ = self.remove_upload_dir(&dir).await;
-        Ok(Stored { size, sha256_hex: hex_digest(hasher.finalize()) })
+        Ok(Stored { size, sha256_hex: digest })
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
@@ -376,6 +356,51 @@ async fn write_stream(path: &Path, mut body: ByteStream) -> Result<Stored, Stora
 }
 
 /// Writes `data` to a new file at `path` and fsyncs it; returns the open file.
+/// Concatenates `parts` of the upload in `dir` into a new file at `out`, hashing as it goes, and
+/// fsyncs it. Returns (size, sha256 hex). Refuses a part that is missing or changed since its
+/// receipt, and a non-last part under `min_part` bytes.
+fn assemble(dir: &Path, parts: &[PartReceipt], min_part: u64, out: &Path) -> Result<(u64, String), StorageError> {
+    use std::io::{Read, Write};
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(out)?;
+    let mut writer = std::io::BufWriter::with_capacity(ASSEMBLE_BUF, file);
+    let mut hasher = Sha256::new();
+    let mut size = 0;
+    let mut buf = vec![0; ASSEMBLE_BUF];
+    for (i, part) in parts.iter().enumerate() {
+        let n = part.part_number;
+        let mut file = match std::fs::File::open(dir.join(n.to_string())) {
+            Ok(file) => file,
+            Err(e) if is_not_found(&e) => {
+                // Either the whole upload went away (aborted, or completed by another worker)
+                // or this one part was never stored.
+                return Err(match std::fs::metadata(dir.join(UPLOAD_KEY_FILE)) {
+                    Err(e) if is_not_found(&e) => StorageError::NotFound,
+                    _ => StorageError::InvalidPart(format!("part {n} was not uploaded")),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let meta = file.metadata()?;
+        if etag_of(&meta) != part.etag {
+            return Err(StorageError::InvalidPart(format!("part {n} changed since its receipt")));
+        }
+        if i + 1 < parts.len() && meta.len() < min_part {
+            return Err(StorageError::InvalidPart(format!("part {n} is empty")));
+        }
+        loop {
+            let read = file.read(&mut buf)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buf[..read]);
+            writer.write_all(&buf[..read])?;
+            size += read as u64;
+        }
+    }
+    writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok((size, hex_digest(hasher.finalize())))
+}
+
 async fn write_synced(path: &Path, data: &[u8]) -> io::Result<File> {
     let mut file = new_file(path).await?;
     file.write_all(data).await?;

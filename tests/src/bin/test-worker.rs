@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use mediabus_e2e::{TestState, test_router};
 use mediabus_rpc::{Service, ServiceConfig, shutdown_signal};
 
+// One thread, as the real workers: see services/media-service/src/main.rs.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     mediabus_telemetry::init();

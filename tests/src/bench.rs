@@ -1,0 +1,121 @@
+//! Load generation shared by the benchmarks (`rpc-bench`, `media-bench`): closed-loop callers,
+//! latency percentiles, alternating rounds and medians.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+/// Client connections the load is spread over, so one connection's reader is not the bottleneck.
+pub const CONNECTIONS: usize = 4;
+/// Measured rounds per target and concurrency.
+pub const ROUNDS: usize = 3;
+
+/// One request to repeat: subject, body and headers.
+#[derive(Clone)]
+pub struct Target {
+    pub subject: String,
+    pub body: Bytes,
+    pub headers: HeaderMap,
+}
+
+impl Target {
+    pub fn new(subject: &str, body: Bytes) -> Self {
+        Self { subject: subject.to_owned(), body, headers: HeaderMap::new() }
+    }
+}
+
+/// The result of one measured run.
+pub struct Sample {
+    /// Requests per second.
+    pub throughput: f64,
+    /// Median latency, µs.
+    pub p50_us: u64,
+    /// 99th percentile latency, µs.
+    pub p99_us: u64,
+}
+
+/// `concurrency` callers repeat `target` for 1 s of warm-up, then `seconds` measured.
+/// Panics if a request fails (a benchmark of errors measures nothing).
+pub async fn measure(clients: &[async_nats::Client], target: &Target, concurrency: usize, seconds: u64) -> Sample {
+    for (duration, keep) in [(Duration::from_secs(1), false), (Duration::from_secs(seconds), true)] {
+        let running = Arc::new(AtomicBool::new(true));
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|i| {
+                let (client, running, target) = (clients[i % clients.len()].clone(), running.clone(), target.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(1 << 16);
+                    while running.load(Ordering::Relaxed) {
+                        let start = Instant::now();
+                        let reply = client
+                            .request_with_headers(target.subject.clone(), target.headers.clone(), target.body.clone())
+                            .await
+                            .expect("request");
+                        assert!(!reply.payload.starts_with(b"{\"err\""), "error reply: {:?}", reply.payload);
+                        latencies.push(start.elapsed().as_micros() as u64);
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        tokio::time::sleep(duration).await;
+        running.store(false, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("load task"));
+        }
+        if keep {
+            all.sort_unstable();
+            let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+            return Sample { throughput: all.len() as f64 / duration.as_secs_f64(), p50_us: at(0.50), p99_us: at(0.99) };
+        }
+    }
+    unreachable!("the second round returns")
+}
+
+/// Measures two targets in alternating rounds, so drift on a shared machine hits both alike, and
+/// returns the median-throughput round of each.
+pub async fn compare(clients: &[async_nats::Client], a: &Target, b: &Target, concurrency: usize, seconds: u64) -> (Sample, Sample) {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        first.push(measure(clients, a, concurrency, seconds).await);
+        second.push(measure(clients, b, concurrency, seconds).await);
+    }
+    (median(first), median(second))
+}
+
+fn median(mut rounds: Vec<Sample>) -> Sample {
+    rounds.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+    rounds.swap_remove(rounds.len() / 2)
+}
+
+/// [`CONNECTIONS`] client connections to `url`.
+pub async fn connect_clients(url: &str) -> Vec<async_nats::Client> {
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(async_nats::connect(url).await.expect("connect"));
+    }
+    clients
+}
+
+/// Prints a table row per `(name, sample)` and the ratios of the second to the first.
+pub fn report(concurrency: usize, (base_name, base): (&str, &Sample), (name, s): (&str, &Sample)) {
+    for (n, x) in [(base_name, base), (name, s)] {
+        println!("{n:<11} {concurrency:>5} {:>12.0} {:>9} {:>9}", x.throughput, x.p50_us, x.p99_us);
+    }
+    println!(
+        "ratio {name}/{base_name} at {concurrency}: throughput {:.2}, p50 {:.2}x, p99 {:.2}x",
+        s.throughput / base.throughput,
+        s.p50_us as f64 / base.p50_us.max(1) as f64,
+        s.p99_us as f64 / base.p99_us.max(1) as f64,
+    );
+}
+
+/// Peak resident memory (`VmHWM`) of process `pid`, in KiB (Linux).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,162 @@
+//! media-bench: the media service under load, next to baselines measured in the same run.
+//!
+//! 1. `media.findOne` (SQLite store, token checked, access rule applied) vs the framework's echo
+//!    subject: throughput and latency at concurrency 64.
+//! 2. A 256 MiB chunked upload over NATS (binary `upload.part`s of `partSize`, 4 in flight) vs
+//!    `cp` of the same file on the same disk, in MiB/s; and the worker's peak RSS meanwhile.
+//!
+//! Usage: `media-bench [--seconds N]`, run by `scripts/bench` (which builds the release binaries
+//! `media-service` and `test-worker` next to this one).
+
+use std::io::Read;
+use std::time::Instant;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use mediabus_e2e::WorkerProcess;
+use mediabus_e2e::bench::{Target, compare, connect_clients, peak_rss_kib, report};
+use mediabus_rpc::RpcClient;
+use mediabus_testkit::NatsServer;
+use serde_json::{Value, json};
+
+/// The development key of `services/media-service/defaults.toml`.
+const DEV_SECRET: &str = "dev-only-secret-change-me-0123456789abcdef";
+const UPLOAD_MIB: usize = 256;
+const PARTS_IN_FLIGHT: usize = 4;
+
+fn dev_token(user: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"sub": user, "roles": ["user"], "iss": "mediabus", "aud": "mediabus-api", "iat": now, "exp": now + 3600});
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("dev".into());
+    encode(&header, &claims, &EncodingKey::from_secret(DEV_SECRET.as_bytes())).unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds = args.iter().position(|a| a == "--seconds").and_then(|i| args.get(i + 1)).map_or(5, |s| s.parse().expect("--seconds N"));
+    let bin = |name: &str| std::env::current_exe().unwrap().with_file_name(name).to_str().unwrap().to_owned();
+    // Under data/ (git-ignored) on the repository's disk, so `cp` and the file store share it.
+    let data = mediabus_testkit::repo_root().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let dir = tempfile::tempdir_in(data).expect("temp dir");
+    let path = |p: &str| dir.path().join(p).to_str().unwrap().to_owned();
+
+    let server = NatsServer::start();
+    let url = server.url();
+    let (db, files) = (path("media.db"), path("files"));
+    let env = [("MEDIABUS__NATS__URL", url.as_str()), ("MEDIABUS__STORE__PATH", db.as_str()), ("MEDIABUS__STORAGE__ROOT", files.as_str())];
+    let media = WorkerProcess::spawn_with_env(&bin("media-service"), &env, &[]);
+    let _echo = WorkerProcess::spawn(&bin("test-worker"), &url, &["--name", "bench"]);
+    let clients = connect_clients(&url).await;
+    let rpc = RpcClient::new(clients[0].clone()).with_timeout(std::time::Duration::from_secs(60));
+    let token = dev_token("bench-user");
+    let mut auth = HeaderMap::new();
+    auth.insert("Authorization", format!("Bearer {token}").as_str());
+
+    // 1. findOne vs echo.
+    let created: Value = rpc
+        .call_with_headers("media.create", &json!({"originalName": "a.png", "mimeType": "image/png", "size": 1, "url": "/a.png"}), auth.clone())
+        .await
+        .expect("media.create");
+    let find = json!({"pattern": "media.findOne", "data": {"id": created["id"]}, "id": "6311e0d955b769e75d1e5"}).to_string();
+    let echo = json!({"pattern": "rust.echo", "data": {"id": created["id"]}, "id": "6311e0d955b769e75d1e5"}).to_string();
+    let mut find_one = Target::new("media.findOne", Bytes::from(find));
+    find_one.headers = auth.clone();
+    let echo = Target::new("rust.echo", Bytes::from(echo));
+    println!("media.findOne (SQLite, private media, owner's token) vs echo, median of 3 rounds of {seconds} s");
+    println!("{:<11} {:>5} {:>12} {:>9} {:>9}", "subject", "conc", "req/s", "p50 µs", "p99 µs");
+    let (e, f) = compare(&clients, &echo, &find_one, 64, seconds).await;
+    report(64, ("echo", &e), ("findOne", &f));
+    println!("target: findOne throughput >= 0.75 of echo");
+
+    // 2. Chunked upload vs cp.
+    let source = path("source.mp4");
+    write_video(&source, UPLOAD_MIB);
+    let start = Instant::now();
+    let copied = std::process::Command::new("cp").arg(&source).arg(path("copy.mp4")).status().unwrap();
+    assert!(copied.success());
+    let cp_secs = start.elapsed().as_secs_f64();
+    let rss_before = peak_rss_kib(media.id()).unwrap_or(0);
+
+    let start = Instant::now();
+    let upload: Value = rpc
+        .call_with_headers("upload.create", &json!({"originalName": "big.mp4", "size": UPLOAD_MIB << 20}), auth.clone())
+        .await
+        .expect("upload.create");
+    let upload_id = upload["uploadId"].as_str().unwrap().to_owned();
+    let part_size = upload["partSize"].as_u64().unwrap() as usize;
+    let mut file = std::fs::File::open(&source).unwrap();
+    let parts = std::iter::from_fn(|| {
+        let mut buf = vec![0u8; part_size];
+        let n = read_full(&mut file, &mut buf);
+        (n > 0).then(|| {
+            buf.truncate(n);
+            Bytes::from(buf)
+        })
+    });
+    futures_util::stream::iter(parts.enumerate())
+        .map(|(i, chunk)| {
+            let (nats, mut headers, upload_id) = (clients[i % clients.len()].clone(), auth.clone(), upload_id.clone());
+            async move {
+                headers.insert("Upload-Id", upload_id.as_str());
+                headers.insert("Part-Number", (i + 1).to_string().as_str());
+                let reply = nats.request_with_headers("upload.part", headers, chunk).await.map_err(|e| e.to_string())?;
+                if reply.payload.starts_with(b"{\"err\"") {
+                    return Err(String::from_utf8_lossy(&reply.payload).into_owned());
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(PARTS_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("upload.part");
+    let parts_secs = start.elapsed().as_secs_f64();
+    let done: Value = rpc.call_with_headers("upload.complete", &json!({"uploadId": upload_id}), auth).await.expect("upload.complete");
+    let upload_secs = start.elapsed().as_secs_f64();
+    assert_eq!(done["size"].as_u64(), Some((UPLOAD_MIB as u64) << 20));
+    let rss_peak = peak_rss_kib(media.id()).unwrap_or(0);
+
+    let mib = UPLOAD_MIB as f64;
+    println!("\nchunked upload of {UPLOAD_MIB} MiB over NATS ({} MiB parts, {PARTS_IN_FLIGHT} in flight) vs cp on the same disk", part_size >> 20);
+    println!("cp       {:>8.1} MiB/s", mib / cp_secs);
+    println!("upload   {:>8.1} MiB/s   ratio {:.2} (target >= 0.3)", mib / upload_secs, cp_secs / upload_secs);
+    println!("         parts {parts_secs:.2} s, upload.complete (assemble, hash, fsync) {:.2} s", upload_secs - parts_secs);
+    println!("worker peak RSS {:.1} MiB (before the upload {:.1} MiB; target < 64 MiB)", rss_peak as f64 / 1024.0, rss_before as f64 / 1024.0);
+}
+
+/// Writes `mib` MiB that sniff as video/mp4: an `ftyp` box (what content sniffing reads), then
+/// pseudo-random filler.
+fn write_video(path: &str, mib: usize) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    block[..24].copy_from_slice(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2");
+    let mut x: u32 = 0x9E37_79B9;
+    for i in 0..mib {
+        let start = if i == 0 { 24 } else { 0 };
+        for byte in &mut block[start..] {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *byte = x as u8;
+        }
+        out.write_all(&block).unwrap();
+    }
+    out.flush().unwrap();
+}
+
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]).unwrap() {
+            0 => break,
+            k => n += k,
+        }
+    }
+    n
+}
