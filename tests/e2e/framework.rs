@@ -149,9 +149,20 @@ async fn the_service_api_lists_endpoints_and_counts_requests_and_errors() {
     assert_eq!(ping["name"], "test");
 
     let info = app.raw_request("$SRV.INFO.test", "").await;
-    let mut subjects: Vec<&str> = info["endpoints"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    let mut subjects: Vec<&str> =
+        info["endpoints"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
     subjects.sort();
-    let expected = ["rust.bytes", "rust.echo", "rust.event", "rust.fail", "rust.headers", "rust.missing_type", "rust.panic", "rust.slow", "rust.whoami"];
+    let expected = [
+        "rust.bytes",
+        "rust.echo",
+        "rust.event",
+        "rust.fail",
+        "rust.headers",
+        "rust.missing_type",
+        "rust.panic",
+        "rust.slow",
+        "rust.whoami",
+    ];
     assert_eq!(subjects, expected);
     assert!(info["endpoints"].as_array().unwrap().iter().all(|e| e["queue_group"] == "test"), "{info}");
 
@@ -159,8 +170,14 @@ async fn the_service_api_lists_endpoints_and_counts_requests_and_errors() {
     let endpoint = |subject: &str| {
         stats["endpoints"].as_array().unwrap().iter().find(|e| e["subject"] == subject).cloned().unwrap()
     };
-    assert_eq!((endpoint("rust.echo")["num_requests"].clone(), endpoint("rust.echo")["num_errors"].clone()), (json!(4), json!(1)));
-    assert_eq!((endpoint("rust.fail")["num_requests"].clone(), endpoint("rust.fail")["num_errors"].clone()), (json!(2), json!(2)));
+    assert_eq!(
+        (endpoint("rust.echo")["num_requests"].clone(), endpoint("rust.echo")["num_errors"].clone()),
+        (json!(4), json!(1))
+    );
+    assert_eq!(
+        (endpoint("rust.fail")["num_requests"].clone(), endpoint("rust.fail")["num_errors"].clone()),
+        (json!(2), json!(2))
+    );
     assert_eq!(endpoint("rust.fail")["last_error"], "422:rust says no");
 }
 

@@ -39,7 +39,10 @@ async fn nestjs_client_talks_to_rust(harness: &str) {
 
     assert_eq!(got["echo"], json!({"text": "héllo", "n": 42, "nested": {"a": [1, 2, 3]}}));
     assert_eq!(got["fail"], json!({"status": 422, "code": "RUST_FAIL", "message": "rust says no"}));
-    assert_eq!((got["badType"]["status"].clone(), got["badType"]["code"].clone()), (json!(400), json!(codes::INVALID_PAYLOAD)));
+    assert_eq!(
+        (got["badType"]["status"].clone(), got["badType"]["code"].clone()),
+        (json!(400), json!(codes::INVALID_PAYLOAD))
+    );
     assert_eq!(got["emitted"], true);
     assert_eq!(got["concurrentOk"], 200, "every concurrent reply correlated by id");
     assert_eq!(got["headers"]["bearer"], "abc");
@@ -75,7 +78,10 @@ async fn rust_client_talks_to_nestjs(harness: &str) {
     headers.insert("traceparent", TRACEPARENT);
     let data = json!({"text": "héllo", "list": [1, 2]});
     let reply: Value = rpc.call_with_headers("nest.echo", &data, headers).await.unwrap();
-    assert_eq!(reply, json!({"echo": data, "headers": {"authorization": "Bearer from-rust", "traceparent": TRACEPARENT}}));
+    assert_eq!(
+        reply,
+        json!({"echo": data, "headers": {"authorization": "Bearer from-rust", "traceparent": TRACEPARENT}})
+    );
 
     let err = rpc.call::<_, Value>("nest.fail", &json!({})).await.unwrap_err();
     assert_eq!(err, RpcError::new(422, "NEST_FAIL", "nest says no"));

@@ -92,6 +92,12 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         failed.extend(f);
     }
     assert!(status.success(), "worker a exits 0 after SIGTERM: {status:?}");
-    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), ok as usize + failed.len(), &failed[..failed.len().min(3)]);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
     assert!(ok > 500, "load was steady: {ok} requests");
 }

@@ -69,7 +69,11 @@ pub async fn measure(clients: &[async_nats::Client], target: &Target, concurrenc
         if keep {
             all.sort_unstable();
             let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-            return Sample { throughput: all.len() as f64 / duration.as_secs_f64(), p50_us: at(0.50), p99_us: at(0.99) };
+            return Sample {
+                throughput: all.len() as f64 / duration.as_secs_f64(),
+                p50_us: at(0.50),
+                p99_us: at(0.99),
+            };
         }
     }
     unreachable!("the second round returns")
@@ -77,7 +81,13 @@ pub async fn measure(clients: &[async_nats::Client], target: &Target, concurrenc
 
 /// Measures two targets in alternating rounds, so drift on a shared machine hits both alike, and
 /// returns the median-throughput round of each.
-pub async fn compare(clients: &[async_nats::Client], a: &Target, b: &Target, concurrency: usize, seconds: u64) -> (Sample, Sample) {
+pub async fn compare(
+    clients: &[async_nats::Client],
+    a: &Target,
+    b: &Target,
+    concurrency: usize,
+    seconds: u64,
+) -> (Sample, Sample) {
     let (mut first, mut second) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         first.push(measure(clients, a, concurrency, seconds).await);
@@ -118,4 +128,18 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The value of `--seconds N` on the command line (default 5).
+pub fn seconds_arg() -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .map_or(5, |s| s.parse().expect("--seconds N"))
+}
+
+/// Path of binary `name` built next to the running one (same cargo profile).
+pub fn sibling_bin(name: &str) -> String {
+    std::env::current_exe().expect("own path").with_file_name(name).to_str().expect("utf-8 path").to_owned()
 }

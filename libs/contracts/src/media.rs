@@ -245,7 +245,25 @@ mod tests {
             variants: vec![],
         };
         let json = serde_json::to_value(&media).unwrap();
-        for key in ["id", "type", "originalName", "mimeType", "size", "url", "userId", "entityId", "entityType", "metadata", "isPublic", "status", "createdAt", "updatedAt", "checksum", "details", "variants"] {
+        for key in [
+            "id",
+            "type",
+            "originalName",
+            "mimeType",
+            "size",
+            "url",
+            "userId",
+            "entityId",
+            "entityType",
+            "metadata",
+            "isPublic",
+            "status",
+            "createdAt",
+            "updatedAt",
+            "checksum",
+            "details",
+            "variants",
+        ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert_eq!(json["createdAt"], "2026-11-21T00:00:00.000Z");

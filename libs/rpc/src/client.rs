@@ -77,7 +77,12 @@ impl RpcClient {
     /// Publishes an event packet (NestJS `emit`): no id, no reply.
     ///
     /// Errors: 503 `UNAVAILABLE` when the publish cannot be queued.
-    pub async fn emit<P: Serialize + ?Sized>(&self, subject: &str, data: &P, headers: HeaderMap) -> Result<(), RpcError> {
+    pub async fn emit<P: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        data: &P,
+        headers: HeaderMap,
+    ) -> Result<(), RpcError> {
         let body = encode(&RequestPacket { pattern: subject, data, id: None })?;
         self.nats
             .publish_with_headers(subject.to_owned(), headers, body.into())
@@ -92,16 +97,13 @@ fn encode<P: Serialize + ?Sized>(packet: &RequestPacket<'_, P>) -> Result<Vec<u8
 
 fn decode_reply<R: DeserializeOwned>(subject: &str, reply: &async_nats::Message) -> Result<R, RpcError> {
     // A NATS micro service that is not NestJS-aware replies with error headers and an empty body.
-    if reply.payload.is_empty() {
-        if let Some(headers) = &reply.headers {
-            if let Some(message) = headers.get(async_nats::service::NATS_SERVICE_ERROR) {
-                let status = headers
-                    .get(async_nats::service::NATS_SERVICE_ERROR_CODE)
-                    .and_then(|c| c.as_str().parse().ok())
-                    .unwrap_or(500);
-                return Err(RpcError::new(status, codes::REMOTE_ERROR, message.as_str()));
-            }
-        }
+    if reply.payload.is_empty()
+        && let Some(headers) = &reply.headers
+        && let Some(message) = headers.get(async_nats::service::NATS_SERVICE_ERROR)
+    {
+        let status =
+            headers.get(async_nats::service::NATS_SERVICE_ERROR_CODE).and_then(|c| c.as_str().parse().ok()).unwrap_or(500);
+        return Err(RpcError::new(status, codes::REMOTE_ERROR, message.as_str()));
     }
     let bad_reply = |e: serde_json::Error| {
         tracing::warn!(%subject, error = %e, "unreadable reply");

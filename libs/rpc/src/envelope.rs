@@ -47,10 +47,10 @@ pub fn parse(body: &[u8]) -> Result<Incoming<'_>, RpcError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Incoming { id: None, data: null(), packet: false });
     }
-    if let Ok(packet) = serde_json::from_slice::<Packet<'_>>(body) {
-        if packet.pattern.is_some() || packet.data.is_some() {
-            return Ok(Incoming { id: packet.id, data: packet.data.unwrap_or(null()), packet: true });
-        }
+    if let Ok(packet) = serde_json::from_slice::<Packet<'_>>(body)
+        && (packet.pattern.is_some() || packet.data.is_some())
+    {
+        return Ok(Incoming { id: packet.id, data: packet.data.unwrap_or(null()), packet: true });
     }
     let data = serde_json::from_slice::<&RawValue>(body)
         .map_err(|e| RpcError::new(400, codes::MALFORMED_PAYLOAD, format!("body is not valid JSON: {e}")))?;
@@ -165,10 +165,7 @@ mod tests {
     #[test]
     fn replies_echo_the_id_and_are_disposed() {
         let id: &RawValue = serde_json::from_str(r#""abc""#).unwrap();
-        assert_eq!(
-            encode_response(Some(id), br#"{"ok":1}"#),
-            br#"{"response":{"ok":1},"isDisposed":true,"id":"abc"}"#
-        );
+        assert_eq!(encode_response(Some(id), br#"{"ok":1}"#), br#"{"response":{"ok":1},"isDisposed":true,"id":"abc"}"#);
         assert_eq!(
             encode_error(Some(id), &RpcError::new(404, "NOT_FOUND", "gone")),
             br#"{"err":{"status":404,"code":"NOT_FOUND","message":"gone"},"isDisposed":true,"id":"abc"}"#

@@ -29,7 +29,11 @@ pub const FORWARDED_HEADERS: [&str; 2] = ["Authorization", "traceparent"];
 /// by NATS as a slow consumer rather than growing memory).
 ///
 /// Errors: the first connection attempt fails (bad URL, server down, auth refused).
-pub async fn connect(url: &str, name: &str, subscription_capacity: usize) -> Result<async_nats::Client, async_nats::ConnectError> {
+pub async fn connect(
+    url: &str,
+    name: &str,
+    subscription_capacity: usize,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
     async_nats::ConnectOptions::new()
         .name(name)
         .max_reconnects(None)

@@ -211,8 +211,8 @@ where
         let Input::Json(data) = input else {
             return Err(RpcError::new(400, crate::codes::MALFORMED_PAYLOAD, "body is not JSON"));
         };
-        let input: T = serde_json::from_str(data.get())
-            .map_err(|e| RpcError::invalid_payload(format!("invalid data: {e}")))?;
+        let input: T =
+            serde_json::from_str(data.get()).map_err(|e| RpcError::invalid_payload(format!("invalid data: {e}")))?;
         Ok(finish(handler(ctx, input), encode))
     })
 }

@@ -117,7 +117,8 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             let endpoint = Endpoint { subject, route, stats };
             intakes.spawn(intake(subscriber, Arc::new(endpoint), shared.clone(), stop.clone()));
         }
-        let registry = Registry { id: nuid::next().to_string(), config, started: async_nats::datetime::now(), endpoints };
+        let registry =
+            Registry { id: nuid::next().to_string(), config, started: async_nats::datetime::now(), endpoints };
         let api_stop = CancellationToken::new();
         let api = service_api::serve(client.clone(), Arc::new(registry), api_stop.clone()).await?;
         tracing::info!(service = %shared.config.name, queue_group = %shared.config.queue_group, "serving");
@@ -275,7 +276,10 @@ async fn process<S: Clone>(
     let limit = shared.config.max_payload;
     if payload.len() > limit {
         let id = envelope::peek_id(payload).map(RawValue::to_owned);
-        return (Replying(id), Err(RpcError::new(413, codes::PAYLOAD_TOO_LARGE, format!("body exceeds {limit} bytes"))));
+        return (
+            Replying(id),
+            Err(RpcError::new(413, codes::PAYLOAD_TOO_LARGE, format!("body exceeds {limit} bytes"))),
+        );
     }
     let incoming = match envelope::parse(payload) {
         Ok(incoming) => incoming,
@@ -325,7 +329,12 @@ fn panicked() -> RpcError {
 /// Publishes the reply envelope. Error replies also carry the NATS micro error headers
 /// (`Nats-Service-Error`, `Nats-Service-Error-Code`) so micro-aware clients see the failure;
 /// NestJS reads only the body.
-async fn send_reply(client: &Client, reply: async_nats::Subject, id: Option<&RawValue>, outcome: Result<Vec<u8>, RpcError>) {
+async fn send_reply(
+    client: &Client,
+    reply: async_nats::Subject,
+    id: Option<&RawValue>,
+    outcome: Result<Vec<u8>, RpcError>,
+) {
     let sent = match outcome {
         Ok(json) => client.publish(reply, envelope::encode_response(id, &json).into()).await,
         Err(err) => {

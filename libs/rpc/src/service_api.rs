@@ -129,7 +129,9 @@ pub(crate) async fn serve(
     let mut subscriptions = Vec::new();
     for verb in ["PING", "INFO", "STATS"] {
         let name = &registry.config.name;
-        for subject in [format!("$SRV.{verb}"), format!("$SRV.{verb}.{name}"), format!("$SRV.{verb}.{name}.{}", registry.id)] {
+        for subject in
+            [format!("$SRV.{verb}"), format!("$SRV.{verb}.{name}"), format!("$SRV.{verb}.{name}.{}", registry.id)]
+        {
             subscriptions.push(client.subscribe(subject).await?);
         }
     }
@@ -148,7 +150,12 @@ pub(crate) async fn serve(
     }))
 }
 
-async fn respond(client: &Client, registry: &Registry, subject: &Subject, reply: Subject) -> Result<(), async_nats::Error> {
+async fn respond(
+    client: &Client,
+    registry: &Registry,
+    subject: &Subject,
+    reply: Subject,
+) -> Result<(), async_nats::Error> {
     let body = match subject.split('.').nth(1) {
         Some("PING") => serde_json::to_vec(&registry.ping())?,
         Some("INFO") => serde_json::to_vec(&registry.info())?,

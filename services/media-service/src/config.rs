@@ -72,7 +72,11 @@ impl std::fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Secrets stay out of logs.
         let kids: Vec<&str> = self.keys.iter().map(|k| k.kid.as_str()).collect();
-        f.debug_struct("AuthSettings").field("issuer", &self.issuer).field("audience", &self.audience).field("kids", &kids).finish()
+        f.debug_struct("AuthSettings")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("kids", &kids)
+            .finish()
     }
 }
 
@@ -97,7 +101,9 @@ impl Settings {
         let dir = std::env::var("MEDIABUS_CONFIG_DIR").unwrap_or_else(|_| "config".into());
         Self::builder()
             .add_source(config::File::with_name(&format!("{dir}/media-service")).required(false))
-            .add_source(config::Environment::with_prefix("MEDIABUS").prefix_separator("__").separator("__").try_parsing(true))
+            .add_source(
+                config::Environment::with_prefix("MEDIABUS").prefix_separator("__").separator("__").try_parsing(true),
+            )
             .build()?
             .try_deserialize()
     }
@@ -108,6 +114,7 @@ impl Settings {
     }
 
     fn builder() -> config::ConfigBuilder<config::builder::DefaultState> {
-        config::Config::builder().add_source(config::File::from_str(include_str!("../defaults.toml"), config::FileFormat::Toml))
+        config::Config::builder()
+            .add_source(config::File::from_str(include_str!("../defaults.toml"), config::FileFormat::Toml))
     }
 }

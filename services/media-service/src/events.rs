@@ -31,9 +31,14 @@ impl Events {
         let js = jetstream::new(self.rpc.nats().clone());
         let config = stream::Config {
             name: STREAM.into(),
-            subjects: [subjects::MEDIA_CREATED, subjects::MEDIA_UPDATED, subjects::MEDIA_REMOVED, subjects::MEDIA_PROCESSED]
-                .map(String::from)
-                .to_vec(),
+            subjects: [
+                subjects::MEDIA_CREATED,
+                subjects::MEDIA_UPDATED,
+                subjects::MEDIA_REMOVED,
+                subjects::MEDIA_PROCESSED,
+            ]
+            .map(String::from)
+            .to_vec(),
             max_age: MAX_AGE,
             ..Default::default()
         };

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use mediabus_e2e::WorkerProcess;
-use mediabus_e2e::bench::{Target, compare, connect_clients, peak_rss_kib, report};
+use mediabus_e2e::bench::{Target, compare, connect_clients, peak_rss_kib, report, seconds_arg, sibling_bin};
 use mediabus_rpc::RpcClient;
 use mediabus_testkit::NatsServer;
 use serde_json::{Value, json};
@@ -36,9 +36,7 @@ fn dev_token(user: &str) -> String {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let seconds = args.iter().position(|a| a == "--seconds").and_then(|i| args.get(i + 1)).map_or(5, |s| s.parse().expect("--seconds N"));
-    let bin = |name: &str| std::env::current_exe().unwrap().with_file_name(name).to_str().unwrap().to_owned();
+    let seconds = seconds_arg();
     // Under data/ (git-ignored) on the repository's disk, so `cp` and the file store share it.
     let data = mediabus_testkit::repo_root().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -48,9 +46,13 @@ async fn main() {
     let server = NatsServer::start();
     let url = server.url();
     let (db, files) = (path("media.db"), path("files"));
-    let env = [("MEDIABUS__NATS__URL", url.as_str()), ("MEDIABUS__STORE__PATH", db.as_str()), ("MEDIABUS__STORAGE__ROOT", files.as_str())];
-    let media = WorkerProcess::spawn_with_env(&bin("media-service"), &env, &[]);
-    let _echo = WorkerProcess::spawn(&bin("test-worker"), &url, &["--name", "bench"]);
+    let env = [
+        ("MEDIABUS__NATS__URL", url.as_str()),
+        ("MEDIABUS__STORE__PATH", db.as_str()),
+        ("MEDIABUS__STORAGE__ROOT", files.as_str()),
+    ];
+    let media = WorkerProcess::spawn_with_env(&sibling_bin("media-service"), &env, &[]);
+    let _echo = WorkerProcess::spawn(&sibling_bin("test-worker"), &url, &["--name", "bench"]);
     let clients = connect_clients(&url).await;
     let rpc = RpcClient::new(clients[0].clone()).with_timeout(std::time::Duration::from_secs(60));
     let token = dev_token("bench-user");
@@ -59,11 +61,17 @@ async fn main() {
 
     // 1. findOne vs echo.
     let created: Value = rpc
-        .call_with_headers("media.create", &json!({"originalName": "a.png", "mimeType": "image/png", "size": 1, "url": "/a.png"}), auth.clone())
+        .call_with_headers(
+            "media.create",
+            &json!({"originalName": "a.png", "mimeType": "image/png", "size": 1, "url": "/a.png"}),
+            auth.clone(),
+        )
         .await
         .expect("media.create");
-    let find = json!({"pattern": "media.findOne", "data": {"id": created["id"]}, "id": "6311e0d955b769e75d1e5"}).to_string();
-    let echo = json!({"pattern": "rust.echo", "data": {"id": created["id"]}, "id": "6311e0d955b769e75d1e5"}).to_string();
+    let find =
+        json!({"pattern": "media.findOne", "data": {"id": created["id"]}, "id": "6311e0d955b769e75d1e5"}).to_string();
+    let echo =
+        json!({"pattern": "rust.echo", "data": {"id": created["id"]}, "id": "6311e0d955b769e75d1e5"}).to_string();
     let mut find_one = Target::new("media.findOne", Bytes::from(find));
     find_one.headers = auth.clone();
     let echo = Target::new("rust.echo", Bytes::from(echo));
@@ -104,7 +112,8 @@ async fn main() {
             async move {
                 headers.insert("Upload-Id", upload_id.as_str());
                 headers.insert("Part-Number", (i + 1).to_string().as_str());
-                let reply = nats.request_with_headers("upload.part", headers, chunk).await.map_err(|e| e.to_string())?;
+                let reply =
+                    nats.request_with_headers("upload.part", headers, chunk).await.map_err(|e| e.to_string())?;
                 if reply.payload.starts_with(b"{\"err\"") {
                     return Err(String::from_utf8_lossy(&reply.payload).into_owned());
                 }
@@ -116,17 +125,28 @@ async fn main() {
         .await
         .expect("upload.part");
     let parts_secs = start.elapsed().as_secs_f64();
-    let done: Value = rpc.call_with_headers("upload.complete", &json!({"uploadId": upload_id}), auth).await.expect("upload.complete");
+    let done: Value =
+        rpc.call_with_headers("upload.complete", &json!({"uploadId": upload_id}), auth).await.expect("upload.complete");
     let upload_secs = start.elapsed().as_secs_f64();
     assert_eq!(done["size"].as_u64(), Some((UPLOAD_MIB as u64) << 20));
     let rss_peak = peak_rss_kib(media.id()).unwrap_or(0);
 
     let mib = UPLOAD_MIB as f64;
-    println!("\nchunked upload of {UPLOAD_MIB} MiB over NATS ({} MiB parts, {PARTS_IN_FLIGHT} in flight) vs cp on the same disk", part_size >> 20);
+    println!(
+        "\nchunked upload of {UPLOAD_MIB} MiB over NATS ({} MiB parts, {PARTS_IN_FLIGHT} in flight) vs cp on the same disk",
+        part_size >> 20
+    );
     println!("cp       {:>8.1} MiB/s", mib / cp_secs);
     println!("upload   {:>8.1} MiB/s   ratio {:.2} (target >= 0.3)", mib / upload_secs, cp_secs / upload_secs);
-    println!("         parts {parts_secs:.2} s, upload.complete (assemble, hash, fsync) {:.2} s", upload_secs - parts_secs);
-    println!("worker peak RSS {:.1} MiB (before the upload {:.1} MiB; target < 64 MiB)", rss_peak as f64 / 1024.0, rss_before as f64 / 1024.0);
+    println!(
+        "         parts {parts_secs:.2} s, upload.complete (assemble, hash, fsync) {:.2} s",
+        upload_secs - parts_secs
+    );
+    println!(
+        "worker peak RSS {:.1} MiB (before the upload {:.1} MiB; target < 64 MiB)",
+        rss_peak as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
 }
 
 /// Writes `mib` MiB that sniff as video/mp4: an `ftyp` box (what content sniffing reads), then

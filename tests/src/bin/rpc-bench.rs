@@ -7,15 +7,13 @@
 
 use bytes::Bytes;
 use mediabus_e2e::WorkerProcess;
-use mediabus_e2e::bench::{CONNECTIONS, ROUNDS, Target, compare, connect_clients, report};
+use mediabus_e2e::bench::{CONNECTIONS, ROUNDS, Target, compare, connect_clients, report, seconds_arg, sibling_bin};
 use mediabus_testkit::NatsServer;
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let seconds = args.iter().position(|a| a == "--seconds").and_then(|i| args.get(i + 1)).map_or(5, |s| s.parse().expect("--seconds N"));
-    let worker = std::env::current_exe().expect("own path").with_file_name("test-worker");
-    let worker = worker.to_str().expect("utf-8 path");
+    let seconds = seconds_arg();
+    let worker = &sibling_bin("test-worker");
 
     let server = NatsServer::start();
     let _framework = WorkerProcess::spawn(worker, &server.url(), &["--name", "bench"]);
@@ -23,9 +21,12 @@ async fn main() {
     let clients = connect_clients(&server.url()).await;
 
     // The same bytes to both: a NestJS request packet as ClientProxy.send writes it.
-    let body = Bytes::from_static(br#"{"pattern":"rust.echo","data":{"text":"hello","n":42},"id":"6311e0d955b769e75d1e5"}"#);
+    let body =
+        Bytes::from_static(br#"{"pattern":"rust.echo","data":{"text":"hello","n":42},"id":"6311e0d955b769e75d1e5"}"#);
     let (raw, framework) = (Target::new("bench.raw", body.clone()), Target::new("rust.echo", body));
-    println!("echo request-reply, median of {ROUNDS} rounds of {seconds} s, {CONNECTIONS} client connections, one nats-server");
+    println!(
+        "echo request-reply, median of {ROUNDS} rounds of {seconds} s, {CONNECTIONS} client connections, one nats-server"
+    );
     println!("{:<11} {:>5} {:>12} {:>9} {:>9}", "responder", "conc", "req/s", "p50 µs", "p99 µs");
     for concurrency in [1, 64] {
         let (r, f) = compare(&clients, &raw, &framework, concurrency, seconds).await;

@@ -17,9 +17,12 @@ pub async fn create(ctx: Ctx<AppState>, input: CreateMedia) -> Result<Media> {
     let owner = signed_in(&ctx, input.user_id.as_deref())?;
     let original_name = sanitize_name(&input.original_name)?;
     let url = input.url.trim();
-    let url_ok = (url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/')) && url.len() <= 2048;
+    let url_ok =
+        (url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/')) && url.len() <= 2048;
     if !url_ok || url.chars().any(char::is_control) {
-        return Err(MediaError::Invalid("url must be an http(s) URL or an absolute path, at most 2048 characters".into()));
+        return Err(MediaError::Invalid(
+            "url must be an http(s) URL or an absolute path, at most 2048 characters".into(),
+        ));
     }
     let mime_type = input.mime_type.trim();
     if mime_type.is_empty() || mime_type.len() > 255 || !mime_type.contains('/') {
@@ -116,15 +119,15 @@ async fn list(
         // Deleted media are invisible to everyone but admins.
         return Ok(Page { items: Vec::new(), total: 0, limit: filter.limit, next_cursor: None });
     }
-    if let Some(q) = &query.q {
-        if q.chars().count() > 200 {
-            return Err(MediaError::Invalid("q must be at most 200 characters".into()));
-        }
+    if query.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
+        return Err(MediaError::Invalid("q must be at most 200 characters".into()));
     }
     filter.sort = match query.sort.as_deref() {
         None | Some("createdAt:desc") | Some("-createdAt") => SortOrder::NewestFirst,
         Some("createdAt:asc") | Some("createdAt") => SortOrder::OldestFirst,
-        Some(other) => return Err(MediaError::Invalid(format!("unknown sort {other:?}; use createdAt:desc or createdAt:asc"))),
+        Some(other) => {
+            return Err(MediaError::Invalid(format!("unknown sort {other:?}; use createdAt:desc or createdAt:asc")));
+        }
     };
     filter.cursor = query.cursor;
     filter.media_type = query.media_type;

@@ -45,10 +45,10 @@ where
         };
     }
     let result = create(id.clone()).await;
-    if result.is_err() {
-        if let Err(e) = store.release_idempotency(&scope, &id).await {
-            tracing::warn!(error = %e, "could not release an idempotency key");
-        }
+    if result.is_err()
+        && let Err(e) = store.release_idempotency(&scope, &id).await
+    {
+        tracing::warn!(error = %e, "could not release an idempotency key");
     }
     result
 }

@@ -87,7 +87,9 @@ pub async fn create(ctx: Ctx<AppState>, input: UploadCreate) -> Result<UploadCre
     state.rules.check_metadata(input.metadata.as_ref())?;
     match input.size {
         Some(0) => return Err(MediaError::EmptyFile),
-        Some(size) if size > state.rules.max_any() => return Err(MediaError::TooLarge { limit: state.rules.max_any() }),
+        Some(size) if size > state.rules.max_any() => {
+            return Err(MediaError::TooLarge { limit: state.rules.max_any() });
+        }
         _ => {}
     }
     let part_size = state.settings.part_size_bytes.max(state.blobs.min_part_size());
@@ -126,7 +128,8 @@ pub async fn part(ctx: Ctx<AppState>, body: Body) -> Result<PartAccepted> {
             (part.upload_id, part.part_number, Bytes::from(part.data.0))
         }
         Body::Binary(bytes) => {
-            let upload_id = ctx.header(headers::UPLOAD_ID).ok_or_else(|| missing_header(headers::UPLOAD_ID))?.to_owned();
+            let upload_id =
+                ctx.header(headers::UPLOAD_ID).ok_or_else(|| missing_header(headers::UPLOAD_ID))?.to_owned();
             let part_number = ctx
                 .header(headers::PART_NUMBER)
                 .and_then(|n| n.trim().parse().ok())

@@ -45,7 +45,12 @@ async fn reads_follow_the_access_matrix() {
         assert!(all["items"].as_array().unwrap().iter().any(|m| m["id"] == public["id"]), "{name} lists public media");
         let expected_private = matches!(name, "owner" | "admin");
         let row = (public_one, private_one, listed(all), listed(by_entity));
-        let expected = ("ok".to_string(), if expected_private { "ok" } else { "404" }.to_string(), expected_private, expected_private);
+        let expected = (
+            "ok".to_string(),
+            if expected_private { "ok" } else { "404" }.to_string(),
+            expected_private,
+            expected_private,
+        );
         assert_eq!(row, expected, "reads by {name}");
         // findByUser names the user: a service acts for that user and sees what they see.
         assert_eq!(listed(by_user), expected_private || name == "service", "findByUser by {name}");
@@ -57,7 +62,10 @@ async fn reads_follow_the_access_matrix() {
     assert_eq!(outcome(as_bob), "404");
     // A user naming someone else is not honoured.
     let bob = token("bob", "user");
-    assert_eq!(outcome(app.call("media.findOne", json!({"id": private["id"], "userId": "alice"}), Some(&bob)).await), "404");
+    assert_eq!(
+        outcome(app.call("media.findOne", json!({"id": private["id"], "userId": "alice"}), Some(&bob)).await),
+        "404"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +90,11 @@ async fn writes_follow_the_access_matrix() {
     // A service acting for the owner may change the owner's media.
     let m = make(&app, false).await;
     let service = token("svc-courses", "service");
-    assert!(app.call("media.update", json!({"id": m["id"], "isPublic": true, "userId": "alice"}), Some(&service)).await.is_ok());
+    assert!(
+        app.call("media.update", json!({"id": m["id"], "isPublic": true, "userId": "alice"}), Some(&service))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -96,6 +108,14 @@ async fn user_id_in_a_payload_is_honoured_only_for_admins_and_services() {
     assert_eq!(owner_of("bob", "user").await, "bob");
     assert_eq!(owner_of("root", "admin").await, "alice");
     assert_eq!(owner_of("svc-courses", "service").await, "alice");
-    let upload = app.upload(&token("bob", "user"), "x.pdf", &crate::helpers::read(&mediabus_testkit::media_files().pdf), json!({"userId": "alice"})).await.unwrap();
+    let upload = app
+        .upload(
+            &token("bob", "user"),
+            "x.pdf",
+            &crate::helpers::read(&mediabus_testkit::media_files().pdf),
+            json!({"userId": "alice"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(upload["userId"], "bob");
 }

@@ -78,7 +78,8 @@ impl TestApp {
             Docs::Sqlite => StoreConfig::Sqlite { path: dir.path().join("media.db") },
             Docs::Mongo => {
                 let server = MongoServer::start();
-                let store = StoreConfig::Mongodb { uri: server.uri().to_owned(), database: server.database().to_owned() };
+                let store =
+                    StoreConfig::Mongodb { uri: server.uri().to_owned(), database: server.database().to_owned() };
                 mongo = Some(server);
                 store
             }
@@ -103,9 +104,15 @@ impl TestApp {
             // make all its later inserts fail, so on the stand-in the listing indexes the service
             // created are dropped. Real MongoDB keeps them.
             let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
-            client.database(server.database()).collection::<mongodb::bson::Document>("media").drop_indexes().await.unwrap();
+            client
+                .database(server.database())
+                .collection::<mongodb::bson::Document>("media")
+                .drop_indexes()
+                .await
+                .unwrap();
         }
-        let rpc = RpcClient::new(async_nats::connect(nats_server.url()).await.unwrap()).with_timeout(Duration::from_secs(30));
+        let rpc =
+            RpcClient::new(async_nats::connect(nats_server.url()).await.unwrap()).with_timeout(Duration::from_secs(30));
         Self { _nats_server: nats_server, rpc, settings, store, workers: running, dir, _s3: s3_server, _mongo: mongo }
     }
 
@@ -120,7 +127,13 @@ impl TestApp {
     }
 
     /// [`TestApp::call`] with extra NATS headers.
-    pub async fn call_with(&self, subject: &str, data: Value, token: Option<&str>, mut headers: HeaderMap) -> Result<Value, RpcError> {
+    pub async fn call_with(
+        &self,
+        subject: &str,
+        data: Value,
+        token: Option<&str>,
+        mut headers: HeaderMap,
+    ) -> Result<Value, RpcError> {
         if let Some(token) = token {
             headers.insert("Authorization", format!("Bearer {token}").as_str());
         }
@@ -129,7 +142,8 @@ impl TestApp {
 
     /// Uploads `bytes` through `upload_file` (base64) as `token`.
     pub async fn upload(&self, token: &str, name: &str, bytes: &[u8], extra: Value) -> Result<Value, RpcError> {
-        let mut data = json!({"file": {"buffer": b64(bytes), "originalname": name, "mimetype": "application/octet-stream"}});
+        let mut data =
+            json!({"file": {"buffer": b64(bytes), "originalname": name, "mimetype": "application/octet-stream"}});
         merge(&mut data, extra);
         self.call("upload_file", data, Some(token)).await
     }

@@ -19,14 +19,20 @@ async fn media_create_registers_a_url_and_emits_media_created() {
 
     let media = app.call("media.create", create_body("../a.png"), Some(&alice)).await.unwrap();
     assert_eq!(media["originalName"], "a.png");
-    assert_eq!((media["type"].as_str(), media["status"].as_str(), media["userId"].as_str()), (Some("IMAGE"), Some("READY"), Some("alice")));
+    assert_eq!(
+        (media["type"].as_str(), media["status"].as_str(), media["userId"].as_str()),
+        (Some("IMAGE"), Some("READY"), Some("alice"))
+    );
     assert_eq!(media["isPublic"], false);
     assert_eq!(media["url"], "https://cdn.example.com/a.png");
     assert_eq!(media["id"].as_str().unwrap().len(), 24, "a cuid2");
 
     let event = tokio::time::timeout(std::time::Duration::from_secs(5), events.next()).await.unwrap().unwrap();
     let packet: Value = serde_json::from_slice(&event.payload).unwrap();
-    assert_eq!((packet["pattern"].clone(), packet["data"]["id"].clone(), packet.get("id")), (json!("media.created"), media["id"].clone(), None));
+    assert_eq!(
+        (packet["pattern"].clone(), packet["data"]["id"].clone(), packet.get("id")),
+        (json!("media.created"), media["id"].clone(), None)
+    );
 
     // Captured in JetStream too.
     let js = async_nats::jetstream::new(app.rpc.nats().clone());
@@ -50,12 +56,19 @@ async fn media_create_refuses_anonymous_callers_and_bad_fields() {
     for case in cases {
         let mut body = create_body("a.png");
         crate::helpers::merge(&mut body, case.clone());
-        assert_eq!(status(app.call("media.create", body, Some(&alice)).await), (400, "VALIDATION_FAILED".into()), "{case}");
+        assert_eq!(
+            status(app.call("media.create", body, Some(&alice)).await),
+            (400, "VALIDATION_FAILED".into()),
+            "{case}"
+        );
     }
     let wrong_type = json!({"originalName": "a", "mimeType": "image/png", "size": "ten", "url": "/x"});
     assert_eq!(status(app.call("media.create", wrong_type, Some(&alice)).await), (400, "INVALID_PAYLOAD".into()));
     let bad_token = Some("not.a.jwt");
-    assert_eq!(status(app.call("media.create", create_body("a.png"), bad_token).await), (401, "UNAUTHENTICATED".into()));
+    assert_eq!(
+        status(app.call("media.create", create_body("a.png"), bad_token).await),
+        (401, "UNAUTHENTICATED".into())
+    );
 }
 
 #[tokio::test]
@@ -85,7 +98,10 @@ async fn media_find_one_returns_the_document_or_404() {
     assert_eq!(found, media);
     assert_eq!(status(app.call("media.findOne", json!({"id": "nope"}), Some(&alice)).await), (404, "NOT_FOUND".into()));
     assert_eq!(status(app.call("media.findOne", json!({}), Some(&alice)).await), (400, "INVALID_PAYLOAD".into()));
-    assert_eq!(status(app.call("media.findOne", json!({"id": 7}), Some(&alice)).await), (400, "INVALID_PAYLOAD".into()));
+    assert_eq!(
+        status(app.call("media.findOne", json!({"id": 7}), Some(&alice)).await),
+        (400, "INVALID_PAYLOAD".into())
+    );
 }
 
 #[tokio::test]
@@ -109,9 +125,13 @@ async fn listings_filter_page_and_count() {
         let page = app.call("media.findAll", json!({"limit": 10, "cursor": cursor}), Some(&alice)).await.unwrap();
         assert_eq!(page["total"], 25);
         assert_eq!(page["limit"], 10);
-        seen.extend(page["items"].as_array().unwrap().iter().map(|m| {
-            (m["createdAt"].as_str().unwrap().to_owned(), m["id"].as_str().unwrap().to_owned())
-        }));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| (m["createdAt"].as_str().unwrap().to_owned(), m["id"].as_str().unwrap().to_owned())),
+        );
         cursor = page["nextCursor"].clone();
         if cursor.is_null() {
             break;
@@ -123,7 +143,10 @@ async fn listings_filter_page_and_count() {
     expected.dedup();
     assert_eq!((seen.len(), &seen), (25, &expected));
 
-    let by_entity = app.call("media.findByEntity", json!({"entityId": "lesson-1", "entityType": "course"}), Some(&alice)).await.unwrap();
+    let by_entity = app
+        .call("media.findByEntity", json!({"entityId": "lesson-1", "entityType": "course"}), Some(&alice))
+        .await
+        .unwrap();
     assert_eq!(by_entity["total"], 10);
     let videos = app.call("media.findByUser", json!({"userId": "alice", "type": "VIDEO"}), Some(&alice)).await.unwrap();
     assert_eq!(videos["total"], 1);
@@ -136,12 +159,25 @@ async fn listings_filter_page_and_count() {
     assert_eq!(oldest["items"][0]["id"].as_str(), expected.last().map(|(_, id)| id.as_str()));
 
     for bad in [json!({"limit": 0}), json!({"limit": 101}), json!({"sort": "size"})] {
-        assert_eq!(status(app.call("media.findAll", bad.clone(), Some(&alice)).await), (400, "VALIDATION_FAILED".into()), "{bad}");
+        assert_eq!(
+            status(app.call("media.findAll", bad.clone(), Some(&alice)).await),
+            (400, "VALIDATION_FAILED".into()),
+            "{bad}"
+        );
     }
-    assert_eq!(status(app.call("media.findAll", json!({"cursor": "garbage!"}), Some(&alice)).await), (400, "INVALID_CURSOR".into()));
-    assert_eq!(status(app.call("media.findAll", json!({"type": "SOUND"}), Some(&alice)).await), (400, "INVALID_PAYLOAD".into()));
+    assert_eq!(
+        status(app.call("media.findAll", json!({"cursor": "garbage!"}), Some(&alice)).await),
+        (400, "INVALID_CURSOR".into())
+    );
+    assert_eq!(
+        status(app.call("media.findAll", json!({"type": "SOUND"}), Some(&alice)).await),
+        (400, "INVALID_PAYLOAD".into())
+    );
     assert_eq!(status(app.call("media.findByUser", json!({}), Some(&alice)).await), (400, "INVALID_PAYLOAD".into()));
-    assert_eq!(status(app.call("media.findByEntity", json!({"entityType": "course"}), Some(&alice)).await), (400, "INVALID_PAYLOAD".into()));
+    assert_eq!(
+        status(app.call("media.findByEntity", json!({"entityType": "course"}), Some(&alice)).await),
+        (400, "INVALID_PAYLOAD".into())
+    );
 }
 
 #[tokio::test]
@@ -161,9 +197,18 @@ async fn media_update_changes_only_given_fields_and_null_clears() {
     assert_ne!(updated["updatedAt"], media["updatedAt"]);
     assert_eq!(app.call("media.findOne", json!({"id": id}), Some(&alice)).await.unwrap(), updated);
 
-    assert_eq!(status(app.call("media.update", json!({"id": "nope", "isPublic": true}), Some(&alice)).await), (404, "NOT_FOUND".into()));
-    assert_eq!(status(app.call("media.update", json!({"id": id, "isPublic": "yes"}), Some(&alice)).await), (400, "INVALID_PAYLOAD".into()));
-    assert_eq!(status(app.call("media.update", json!({"id": id, "originalName": ""}), Some(&alice)).await), (400, "VALIDATION_FAILED".into()));
+    assert_eq!(
+        status(app.call("media.update", json!({"id": "nope", "isPublic": true}), Some(&alice)).await),
+        (404, "NOT_FOUND".into())
+    );
+    assert_eq!(
+        status(app.call("media.update", json!({"id": id, "isPublic": "yes"}), Some(&alice)).await),
+        (400, "INVALID_PAYLOAD".into())
+    );
+    assert_eq!(
+        status(app.call("media.update", json!({"id": id, "originalName": ""}), Some(&alice)).await),
+        (400, "VALIDATION_FAILED".into())
+    );
 }
 
 #[tokio::test]
@@ -174,8 +219,14 @@ async fn media_remove_soft_deletes_and_only_admins_list_deleted() {
     let media = app.call("media.create", create_body("a.png"), Some(&alice)).await.unwrap();
     let removed = app.call("media.remove", json!({"id": media["id"]}), Some(&alice)).await.unwrap();
     assert_eq!(removed["status"], "DELETED");
-    assert_eq!(status(app.call("media.findOne", json!({"id": media["id"]}), Some(&alice)).await), (404, "NOT_FOUND".into()));
-    assert_eq!(status(app.call("media.remove", json!({"id": media["id"]}), Some(&alice)).await), (404, "NOT_FOUND".into()));
+    assert_eq!(
+        status(app.call("media.findOne", json!({"id": media["id"]}), Some(&alice)).await),
+        (404, "NOT_FOUND".into())
+    );
+    assert_eq!(
+        status(app.call("media.remove", json!({"id": media["id"]}), Some(&alice)).await),
+        (404, "NOT_FOUND".into())
+    );
     let listed = app.call("media.findAll", json!({}), Some(&admin)).await.unwrap();
     assert_eq!(listed["total"], 0, "deleted media are invisible by default");
     let deleted = app.call("media.findAll", json!({"status": "DELETED"}), Some(&admin)).await.unwrap();

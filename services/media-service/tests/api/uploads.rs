@@ -24,7 +24,9 @@ impl TestApp {
         let blobs: Box<dyn BlobStore> = match self.settings.storage.s3_config() {
             Some(s3) => Box::new(mediabus_storage::S3Store::new(s3)),
             None => match &self.settings.storage {
-                media_service::config::StorageSettings::Local { root } => Box::new(mediabus_storage::LocalStore::new(root).unwrap()),
+                media_service::config::StorageSettings::Local { root } => {
+                    Box::new(mediabus_storage::LocalStore::new(root).unwrap())
+                }
                 _ => unreachable!(),
             },
         };
@@ -39,7 +41,8 @@ impl TestApp {
     /// Sends a whole file through upload.create / upload.part / upload.complete. Odd parts go as
     /// JSON (base64), even parts as raw bytes with `Upload-Id`/`Part-Number` headers.
     async fn chunked_upload(&self, token: &str, name: &str, bytes: &[u8]) -> Result<Value, mediabus_rpc::RpcError> {
-        let created = self.call("upload.create", json!({"originalName": name, "size": bytes.len()}), Some(token)).await?;
+        let created =
+            self.call("upload.create", json!({"originalName": name, "size": bytes.len()}), Some(token)).await?;
         let upload_id = created["uploadId"].as_str().unwrap().to_owned();
         let part_size = created["partSize"].as_u64().unwrap() as usize;
         for (i, chunk) in bytes.chunks(part_size).enumerate() {
@@ -49,7 +52,13 @@ impl TestApp {
         self.call("upload.complete", json!({"uploadId": upload_id}), Some(token)).await
     }
 
-    async fn send_part(&self, token: &str, upload_id: &str, n: u32, chunk: &[u8]) -> Result<Value, mediabus_rpc::RpcError> {
+    async fn send_part(
+        &self,
+        token: &str,
+        upload_id: &str,
+        n: u32,
+        chunk: &[u8],
+    ) -> Result<Value, mediabus_rpc::RpcError> {
         if n % 2 == 1 {
             let body = json!({"uploadId": upload_id, "partNumber": n, "data": b64(chunk)});
             return self.call("upload.part", body, Some(token)).await;
@@ -58,7 +67,8 @@ impl TestApp {
         headers.insert("Authorization", format!("Bearer {token}").as_str());
         headers.insert("Upload-Id", upload_id);
         headers.insert("Part-Number", n.to_string().as_str());
-        let reply = self.rpc.nats().request_with_headers("upload.part", headers, Bytes::copy_from_slice(chunk)).await.unwrap();
+        let reply =
+            self.rpc.nats().request_with_headers("upload.part", headers, Bytes::copy_from_slice(chunk)).await.unwrap();
         let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
         match reply.get("err") {
             Some(err) => Err(mediabus_rpc::RpcError::from_remote(err.clone())),
@@ -74,7 +84,8 @@ async fn real_files_of_every_type_are_typed_by_their_bytes() {
     for (path, mime, kind) in media_files().all() {
         let bytes = read(path);
         let name = path.file_name().unwrap().to_str().unwrap();
-        let media = app.upload(&alice, name, &bytes, json!({"entityId": "post-1", "entityType": "post"})).await.unwrap();
+        let media =
+            app.upload(&alice, name, &bytes, json!({"entityId": "post-1", "entityType": "post"})).await.unwrap();
         assert_eq!((media["mimeType"].as_str(), media["type"].as_str()), (Some(mime), Some(kind)), "{name}");
         assert_eq!(media["size"], bytes.len());
         assert_eq!(media["checksum"], sha256(&bytes));
@@ -101,17 +112,29 @@ async fn bad_files_are_refused_and_leave_nothing_behind() {
     let alice = token("alice", "user");
     // An executable renamed .png: the bytes say ELF.
     let elf = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-    assert_eq!(status(app.upload(&alice, "cat.png", &elf[..64 * 1024], json!({})).await), (415, "UNSUPPORTED_MEDIA_TYPE".into()));
+    assert_eq!(
+        status(app.upload(&alice, "cat.png", &elf[..64 * 1024], json!({})).await),
+        (415, "UNSUPPORTED_MEDIA_TYPE".into())
+    );
     assert_eq!(status(app.upload(&alice, "empty.png", b"", json!({})).await), (400, "EMPTY_FILE".into()));
-    assert_eq!(status(app.upload(&alice, "t.txt", b"just text", json!({})).await), (415, "UNSUPPORTED_MEDIA_TYPE".into()));
+    assert_eq!(
+        status(app.upload(&alice, "t.txt", b"just text", json!({})).await),
+        (415, "UNSUPPORTED_MEDIA_TYPE".into())
+    );
     let not_base64 = json!({"file": {"buffer": "%%%", "originalname": "a.png"}});
     assert_eq!(status(app.call("upload_file", not_base64, Some(&alice)).await), (400, "INVALID_PAYLOAD".into()));
     assert_eq!(status(app.upload(&token("x", "user"), "a.png", b"", json!({"metadata": "x"})).await).0, 400);
     let png = read(&media_files().png);
-    assert_eq!(status(app.call("upload_file", json!({"file": {"buffer": b64(&png), "originalname": "a.png"}}), None).await), (401, "UNAUTHENTICATED".into()));
+    assert_eq!(
+        status(app.call("upload_file", json!({"file": {"buffer": b64(&png), "originalname": "a.png"}}), None).await),
+        (401, "UNAUTHENTICATED".into())
+    );
     let page = app.call("media.findByUser", json!({"userId": "alice"}), Some(&alice)).await.unwrap();
     assert_eq!(page["total"], 0);
-    assert!(files_under(&app.dir.path().join("files")).iter().all(|p| p.starts_with(app.dir.path().join("files/.tmp"))), "no stored bytes");
+    assert!(
+        files_under(&app.dir.path().join("files")).iter().all(|p| p.starts_with(app.dir.path().join("files/.tmp"))),
+        "no stored bytes"
+    );
 }
 
 #[tokio::test]
@@ -160,7 +183,8 @@ async fn fifty_mib_over_two_workers(files: Files) {
     let mut parts_per_worker = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), replies.next()).await {
         let stats: Value = serde_json::from_slice(&msg.payload).unwrap();
-        let part = stats["endpoints"].as_array().unwrap().iter().find(|e| e["subject"] == "upload.part").unwrap().clone();
+        let part =
+            stats["endpoints"].as_array().unwrap().iter().find(|e| e["subject"] == "upload.part").unwrap().clone();
         parts_per_worker.push(part["num_requests"].as_u64().unwrap());
     }
     assert_eq!(parts_per_worker.len(), 2, "two workers answer $SRV.STATS");
@@ -188,20 +212,31 @@ async fn truncated_aborted_and_expired_chunked_uploads_leave_no_document_and_no_
     let no_parts = |dir: &std::path::Path| files_under(dir).iter().all(|p| !p.to_string_lossy().contains(".uploads"));
 
     // Truncated: parts 1 and 3 of 3 sent, then complete.
-    let created = app.call("upload.create", json!({"originalName": "t.mp4", "size": 3 * part}), Some(&alice)).await.unwrap();
+    let created =
+        app.call("upload.create", json!({"originalName": "t.mp4", "size": 3 * part}), Some(&alice)).await.unwrap();
     let id = created["uploadId"].as_str().unwrap();
     app.send_part(&alice, id, 1, &bytes[..part]).await.unwrap();
     app.send_part(&alice, id, 3, &bytes[2 * part..3 * part]).await.unwrap();
     assert!(!no_parts(&parts_dir), "parts are stored while the upload is open");
-    assert_eq!(status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await), (400, "INCOMPLETE_UPLOAD".into()));
+    assert_eq!(
+        status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await),
+        (400, "INCOMPLETE_UPLOAD".into())
+    );
     assert!(no_parts(&parts_dir), "a refused upload leaves no parts");
-    assert_eq!(status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await), (404, "UPLOAD_NOT_FOUND".into()));
+    assert_eq!(
+        status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await),
+        (404, "UPLOAD_NOT_FOUND".into())
+    );
 
     // Short of the declared size.
-    let created = app.call("upload.create", json!({"originalName": "s.mp4", "size": part + 10}), Some(&alice)).await.unwrap();
+    let created =
+        app.call("upload.create", json!({"originalName": "s.mp4", "size": part + 10}), Some(&alice)).await.unwrap();
     let id = created["uploadId"].as_str().unwrap();
     app.send_part(&alice, id, 1, &bytes[..part]).await.unwrap();
-    assert_eq!(status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await), (400, "INCOMPLETE_UPLOAD".into()));
+    assert_eq!(
+        status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await),
+        (400, "INCOMPLETE_UPLOAD".into())
+    );
 
     // Aborted.
     let created = app.call("upload.create", json!({"originalName": "a.mp4"}), Some(&alice)).await.unwrap();
@@ -216,11 +251,20 @@ async fn truncated_aborted_and_expired_chunked_uploads_leave_no_document_and_no_
     let id = created["uploadId"].as_str().unwrap();
     let bob = token("bob", "user");
     assert_eq!(status(app.send_part(&bob, id, 1, &bytes[..10]).await), (404, "UPLOAD_NOT_FOUND".into()));
-    assert_eq!(status(app.call("upload.complete", json!({"uploadId": "nope"}), Some(&alice)).await), (404, "UPLOAD_NOT_FOUND".into()));
-    assert_eq!(status(app.call("upload.complete", json!({"uploadId": 5}), Some(&alice)).await), (400, "INVALID_PAYLOAD".into()));
+    assert_eq!(
+        status(app.call("upload.complete", json!({"uploadId": "nope"}), Some(&alice)).await),
+        (404, "UPLOAD_NOT_FOUND".into())
+    );
+    assert_eq!(
+        status(app.call("upload.complete", json!({"uploadId": 5}), Some(&alice)).await),
+        (400, "INVALID_PAYLOAD".into())
+    );
     assert_eq!(status(app.send_part(&alice, id, 0, &bytes[..10]).await), (400, "VALIDATION_FAILED".into()));
     assert_eq!(status(app.send_part(&alice, id, 1, &bytes[..part + 1]).await), (400, "VALIDATION_FAILED".into()));
-    assert_eq!(status(app.call("upload.create", json!({"originalName": "e.mp4", "size": 0}), Some(&alice)).await), (400, "EMPTY_FILE".into()));
+    assert_eq!(
+        status(app.call("upload.create", json!({"originalName": "e.mp4", "size": 0}), Some(&alice)).await),
+        (400, "EMPTY_FILE".into())
+    );
     app.call("upload.abort", json!({"uploadId": id}), Some(&alice)).await.unwrap();
 
     // Expired: a worker with a 1 s TTL and a 1 s sweep removes an abandoned upload's parts.
@@ -238,7 +282,10 @@ async fn truncated_aborted_and_expired_chunked_uploads_leave_no_document_and_no_
     assert!(!no_parts(&parts_dir));
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(no_parts(&parts_dir), "the sweeper removed the expired upload's parts");
-    assert_eq!(status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await), (404, "UPLOAD_NOT_FOUND".into()));
+    assert_eq!(
+        status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await),
+        (404, "UPLOAD_NOT_FOUND".into())
+    );
 
     let page = app.call("media.findByUser", json!({"userId": "alice"}), Some(&alice)).await.unwrap();
     assert_eq!(page["total"], 0, "no document from any of these uploads");
@@ -251,7 +298,10 @@ async fn the_same_flows_run_on_mongodb_and_s3() {
     let mut ids = Vec::new();
     for (path, mime, _) in media_files().all() {
         let bytes = read(path);
-        let media = app.upload(&alice, "f", &bytes, json!({"entityId": "e", "entityType": "post", "isPublic": true})).await.unwrap();
+        let media = app
+            .upload(&alice, "f", &bytes, json!({"entityId": "e", "entityType": "post", "isPublic": true}))
+            .await
+            .unwrap();
         assert_eq!(media["mimeType"], mime);
         assert_eq!(app.stored_bytes(media["id"].as_str().unwrap()).await, bytes);
         ids.push(media["id"].clone());
@@ -263,11 +313,20 @@ async fn the_same_flows_run_on_mongodb_and_s3() {
         }
     }
     let first = app.call("media.findByEntity", json!({"entityId": "e", "limit": 4}), None).await.unwrap();
-    let second = app.call("media.findByEntity", json!({"entityId": "e", "limit": 4, "cursor": first["nextCursor"]}), None).await.unwrap();
-    assert_eq!((first["total"].as_u64(), first["items"].as_array().unwrap().len(), second["items"].as_array().unwrap().len()), (Some(6), 4, 2));
+    let second = app
+        .call("media.findByEntity", json!({"entityId": "e", "limit": 4, "cursor": first["nextCursor"]}), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first["total"].as_u64(), first["items"].as_array().unwrap().len(), second["items"].as_array().unwrap().len()),
+        (Some(6), 4, 2)
+    );
     assert!(second["nextCursor"].is_null());
     app.call("media.update", json!({"id": ids[0], "isPublic": false}), Some(&alice)).await.unwrap();
-    assert_eq!(status(app.call("media.findOne", json!({"id": ids[0]}), Some(&token("bob", "user"))).await), (404, "NOT_FOUND".into()));
+    assert_eq!(
+        status(app.call("media.findOne", json!({"id": ids[0]}), Some(&token("bob", "user"))).await),
+        (404, "NOT_FOUND".into())
+    );
     app.call("media.remove", json!({"id": ids[1]}), Some(&alice)).await.unwrap();
     let page = app.call("media.findByUser", json!({"userId": "alice"}), Some(&alice)).await.unwrap();
     assert_eq!(page["total"], 5);
