@@ -167,10 +167,12 @@ fn missing_header(name: &str) -> MediaError {
 pub async fn complete(ctx: Ctx<AppState>, input: UploadRef) -> Result<Media> {
     let who = signed_in(&ctx, None)?;
     let state = ctx.state.clone();
-    let session = session_of(&state, &input.upload_id, &who).await?;
     let headers = ctx.forwarded_headers();
-    let owner = session.user_id.clone();
-    idempotent(&ctx, subjects::UPLOAD_COMPLETE, &owner, |id| async move {
+    // The session is looked up inside: a retry after success finds it gone, and must still get
+    // the first result from its idempotency key rather than a 404.
+    let caller_id = who.user_id.clone();
+    idempotent(&ctx, subjects::UPLOAD_COMPLETE, &caller_id, |id| async move {
+        let session = session_of(&state, &input.upload_id, &who).await?;
         let result = assemble(&state, &session, id).await;
         match &result {
             Ok(media) => {

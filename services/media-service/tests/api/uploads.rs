@@ -166,6 +166,42 @@ fn big_video() -> Vec<u8> {
     bytes
 }
 
+#[tokio::test]
+async fn a_retried_upload_complete_with_the_same_idempotency_key_returns_the_first_result() {
+    let app = TestApp::spawn().await;
+    let alice = token("alice", "user");
+    let png = read(&media_files().png);
+    let created = app.call("upload.create", json!({"originalName": "p.png", "size": png.len()}), Some(&alice)).await.unwrap();
+    let id = created["uploadId"].as_str().unwrap();
+    app.send_part(&alice, id, 1, &png).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("Idempotency-Key", "complete-1");
+    let first = app.call_with("upload.complete", json!({"uploadId": id}), Some(&alice), headers.clone()).await.unwrap();
+    let retry = app.call_with("upload.complete", json!({"uploadId": id}), Some(&alice), headers).await.unwrap();
+    assert_eq!(first, retry);
+    assert_eq!(first["checksum"], sha256(&png));
+    // Without the key, the finished session is simply gone.
+    assert_eq!(status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await), (404, "UPLOAD_NOT_FOUND".into()));
+}
+
+#[tokio::test]
+async fn when_the_document_cannot_be_written_the_stored_bytes_are_removed() {
+    let app = TestApp::spawn().await;
+    let alice = token("alice", "user");
+    // Break the document store under the running service: inserts now fail.
+    let db = match &app.settings.store {
+        mediabus_store::StoreConfig::Sqlite { path } => rusqlite::Connection::open(path).unwrap(),
+        _ => unreachable!("spawn() uses SQLite"),
+    };
+    db.execute_batch("ALTER TABLE media RENAME TO media_gone").unwrap();
+    let err = app.upload(&alice, "a.png", &read(&media_files().png), json!({})).await.unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (503, "BACKEND_UNAVAILABLE"));
+    assert_eq!(err.message, "storage is unavailable, retry later", "no internals leak");
+    let root = app.dir.path().join("files");
+    let stored: Vec<_> = files_under(&root).into_iter().filter(|p| !p.starts_with(root.join(".tmp"))).collect();
+    assert!(stored.is_empty(), "orphaned bytes: {stored:?}");
+}
+
 async fn fifty_mib_over_two_workers(files: Files) {
     let app = TestApp::spawn_with(files, Docs::Sqlite, 2).await;
     let alice = token("alice", "user");
