@@ -4,7 +4,9 @@
 //!   service API, client errors, reconnect.
 //! - `workers`: worker processes on one queue group: load sharing and rolling restart.
 //! - `nestjs`: interop with real NestJS 11 (and 12) `ClientProxy` and `@MessagePattern` apps.
+//! - `bridge`: the HTTP bridge in front of the real media service.
 
+mod bridge;
 mod framework;
 mod nestjs;
 mod workers;
