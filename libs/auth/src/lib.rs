@@ -6,10 +6,33 @@
 //! rotate: a token names its key, the verifier accepts every configured key until it is removed.
 //! Each key accepts only its own algorithm, which rules out algorithm confusion (an HS256 token
 //! "signed" with an RSA public key) and `alg: none`.
+//!
+//! The auth service mints tokens with a [`Signer`] (one [`SigningKeyConfig`]: HS256 secret, or an
+//! RS256 / EdDSA private key); every service checks them with a [`Verifier`] built from the
+//! matching [`KeyConfig`]s. To rotate: add the new key to every verifier, switch the signer to it,
+//! and remove the old key once the longest access-token lifetime has passed.
+//!
+//! # Examples
+//! ```
+//! use std::time::Duration;
+//! use mediabus_auth::{KeyConfig, Role, Signer, SigningKeyConfig, Verifier};
+//!
+//! let secret = "an-example-secret-of-at-least-32-bytes";
+//! let signing = SigningKeyConfig::hs256("k1", secret);
+//! let signer = Signer::new(&signing, "mediabus", "mediabus-api").unwrap();
+//! let (token, expires_in) = signer.sign("user-1", &[Role::User], Duration::from_secs(900)).unwrap();
+//! assert_eq!(expires_in, 900);
+//!
+//! let keys = [signing.verification_key().unwrap()];
+//! let caller = Verifier::new(&keys, "mediabus", "mediabus-api").unwrap().verify(&token).unwrap();
+//! assert_eq!(caller.user_id, "user-1");
+//! ```
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
 use serde::{Deserialize, Serialize};
 
 /// A caller's role. `service` is a trusted backend acting for any user.
@@ -74,7 +97,7 @@ pub enum AuthError {
     Expired,
 }
 
-/// Failure to build a [`Verifier`] from configuration.
+/// Failure to build a [`Verifier`] or a [`Signer`] from configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("unsupported algorithm {0:?} (accepted: HS256, RS256, EdDSA)")]
@@ -106,11 +129,16 @@ pub struct KeyConfig {
 impl KeyConfig {
     /// The PEM text, inline or read from `public_key_file`.
     fn pem(&self) -> Result<Option<String>, String> {
-        match (&self.public_key_pem, &self.public_key_file) {
-            (Some(pem), _) => Ok(Some(pem.clone())),
-            (None, Some(path)) => std::fs::read_to_string(path).map(Some).map_err(|e| format!("{}: {e}", path.display())),
-            (None, None) => Ok(None),
-        }
+        read_pem(&self.public_key_pem, &self.public_key_file)
+    }
+}
+
+/// PEM text given inline (wins) or as a file read now.
+fn read_pem(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, String> {
+    match (inline, file) {
+        (Some(pem), _) => Ok(Some(pem.clone())),
+        (None, Some(path)) => std::fs::read_to_string(path).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+        (None, None) => Ok(None),
     }
 }
 
@@ -139,7 +167,8 @@ impl Verifier {
             let bad = |reason: &str| KeyError::Key { kid: key.kid.clone(), reason: reason.to_owned() };
             let (decoding, algorithm) = match key.algorithm.as_str() {
                 "HS256" => {
-                    let secret = key.secret.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| bad("HS256 needs a secret"))?;
+                    let secret =
+                        key.secret.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| bad("HS256 needs a secret"))?;
                     (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
                 }
                 "RS256" => {
@@ -194,12 +223,199 @@ impl Verifier {
 
     /// The caller of a request: `None` (anonymous) without an `Authorization` header; a refusal
     /// when a header is present but not a valid Bearer token (a bad token is never anonymous).
-    pub fn identify(&self, bearer_token: Option<&str>, has_authorization_header: bool) -> Result<Option<Identity>, AuthError> {
+    pub fn identify(
+        &self,
+        bearer_token: Option<&str>,
+        has_authorization_header: bool,
+    ) -> Result<Option<Identity>, AuthError> {
         match (bearer_token, has_authorization_header) {
             (Some(token), _) => self.verify(token).map(Some),
             (None, true) => Err(AuthError::Invalid("expected Bearer scheme")),
             (None, false) => Ok(None),
         }
+    }
+}
+
+/// Shortest HS256 secret a [`Signer`] accepts, in bytes (RFC 7518 §3.2: at least the hash size).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+/// The key new access tokens are signed with, as configured for the auth service.
+///
+/// In TOML (`[auth.signing_key]`):
+/// ```toml
+/// kid = "2026-11"
+/// algorithm = "EdDSA"                       # or "RS256", "HS256"
+/// private_key_file = "/run/secrets/jwt.pem" # PKCS#8 PEM; or private_key_pem = "..."
+/// # HS256 instead: secret = "..." (at least 32 bytes)
+/// ```
+#[derive(Clone, Deserialize)]
+pub struct SigningKeyConfig {
+    /// Written into every token's `kid` header; verifiers look the key up by it.
+    pub kid: String,
+    /// `HS256`, `RS256` or `EdDSA`.
+    pub algorithm: String,
+    /// HS256: the shared secret, at least [`MIN_HS256_SECRET_BYTES`] bytes.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// RS256 / EdDSA: the private key, PEM text (PKCS#8; RS256 also takes PKCS#1).
+    #[serde(default)]
+    pub private_key_pem: Option<String>,
+    /// RS256 / EdDSA: a file holding the private key (PEM), read at start-up.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SigningKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets and private keys stay out of logs; the file path is not secret.
+        f.debug_struct("SigningKeyConfig")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("private_key_file", &self.private_key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKeyConfig {
+    /// An HS256 key with id `kid`.
+    pub fn hs256(kid: &str, secret: &str) -> Self {
+        Self {
+            kid: kid.to_owned(),
+            algorithm: "HS256".to_owned(),
+            secret: Some(secret.to_owned()),
+            private_key_pem: None,
+            private_key_file: None,
+        }
+    }
+
+    /// An RS256 (`algorithm = "RS256"`) or EdDSA key with id `kid`, from private-key PEM text.
+    pub fn pem(kid: &str, algorithm: &str, private_key_pem: &str) -> Self {
+        Self {
+            kid: kid.to_owned(),
+            algorithm: algorithm.to_owned(),
+            secret: None,
+            private_key_pem: Some(private_key_pem.to_owned()),
+            private_key_file: None,
+        }
+    }
+
+    /// The verification key for tokens of this key, when it follows from the signing key alone:
+    /// HS256 verifies with the same secret. `None` for RS256 / EdDSA, whose public key must be
+    /// configured separately (a [`KeyConfig`] with the same `kid`).
+    pub fn verification_key(&self) -> Option<KeyConfig> {
+        (self.algorithm == "HS256").then(|| KeyConfig {
+            kid: self.kid.clone(),
+            algorithm: self.algorithm.clone(),
+            secret: self.secret.clone(),
+            public_key_pem: None,
+            public_key_file: None,
+        })
+    }
+}
+
+/// Failure to sign a token (a key that parsed but cannot sign; [`Signer::new`] tries one
+/// signature so this shows at start-up, not per request).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign the token: {0}")]
+pub struct SignError(String);
+
+/// Mints access tokens: header `{alg, typ: "JWT", kid}`, [`Claims`] with `sub`, `roles`, `iat`,
+/// `exp`, `iss`, `aud`. Cheap to clone.
+#[derive(Clone)]
+pub struct Signer {
+    kid: String,
+    algorithm: Algorithm,
+    key: EncodingKey,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer for tokens of `issuer` meant for `audience`.
+    ///
+    /// Errors ([`KeyError::Key`] naming the kid, or [`KeyError::Algorithm`]): unknown algorithm,
+    /// an empty `kid`, an HS256 secret shorter than [`MIN_HS256_SECRET_BYTES`], a missing or
+    /// unreadable private key, or one that cannot sign (a test signature is made here).
+    pub fn new(key: &SigningKeyConfig, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        let bad = |reason: &str| KeyError::Key { kid: key.kid.clone(), reason: reason.to_owned() };
+        if key.kid.is_empty() {
+            return Err(bad("the signing key needs a kid"));
+        }
+        let private_pem = || {
+            read_pem(&key.private_key_pem, &key.private_key_file)
+                .map_err(|e| bad(&e))?
+                .ok_or_else(|| bad(&format!("{} needs a private key", key.algorithm)))
+        };
+        let (encoding, algorithm) = match key.algorithm.as_str() {
+            "HS256" => {
+                let secret = key.secret.as_deref().unwrap_or_default();
+                if secret.len() < MIN_HS256_SECRET_BYTES {
+                    return Err(bad(&format!("HS256 needs a secret of at least {MIN_HS256_SECRET_BYTES} bytes")));
+                }
+                (EncodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
+            }
+            "RS256" => {
+                let pem = private_pem()?;
+                (EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| bad(&e.to_string()))?, Algorithm::RS256)
+            }
+            "EdDSA" => {
+                let pem = private_pem()?;
+                (EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| bad(&e.to_string()))?, Algorithm::EdDSA)
+            }
+            other => return Err(KeyError::Algorithm(other.to_owned())),
+        };
+        let signer = Self {
+            kid: key.kid.clone(),
+            algorithm,
+            key: encoding,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        };
+        // PEM parsing alone accepts some keys that cannot sign (e.g. a truncated RSA key).
+        signer.sign("probe", &[Role::User], Duration::from_secs(1)).map_err(|e| bad(&e.to_string()))?;
+        Ok(signer)
+    }
+
+    /// The key id written into every token's header.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// A token for `subject` with `roles`, valid from now for `ttl` (whole seconds, at least 1).
+    /// Returns the token and its lifetime in seconds (`expiresIn` on the wire).
+    pub fn sign(&self, subject: &str, roles: &[Role], ttl: Duration) -> Result<(String, u64), SignError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| SignError(e.to_string()))?.as_secs();
+        let expires_in = ttl.as_secs().max(1);
+        let claims = Claims {
+            sub: subject.to_owned(),
+            roles: roles.to_vec(),
+            iat: now,
+            exp: now + expires_in,
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        Ok((self.sign_claims(&claims)?, expires_in))
+    }
+
+    /// Signs `claims` as given (no checks), with this signer's `kid` and algorithm. For tools
+    /// and tests that need unusual claims (`nbf`, a past `exp`); services use [`Signer::sign`].
+    pub fn sign_claims(&self, claims: &Claims) -> Result<String, SignError> {
+        let mut header = Header::new(self.algorithm);
+        header.kid = Some(self.kid.clone());
+        encode(&header, claims, &self.key).map_err(|e| SignError(e.to_string()))
     }
 }
 
@@ -211,7 +427,13 @@ mod tests {
     const SECRET: &str = "a-test-secret-that-is-long-enough-0123";
 
     fn verifier() -> Verifier {
-        let key = KeyConfig { kid: "k1".into(), algorithm: "HS256".into(), secret: Some(SECRET.into()), public_key_pem: None, public_key_file: None };
+        let key = KeyConfig {
+            kid: "k1".into(),
+            algorithm: "HS256".into(),
+            secret: Some(SECRET.into()),
+            public_key_pem: None,
+            public_key_file: None,
+        };
         Verifier::new(&[key], "mediabus", "mediabus-api").unwrap()
     }
 
@@ -244,7 +466,8 @@ mod tests {
         wrong_aud["aud"] = "other".into();
         assert_eq!(v.verify(&token(wrong_aud, None)), Err(AuthError::Invalid("wrong audience")));
         assert_eq!(v.verify(&token(claims(60), Some("k9"))), Err(AuthError::Invalid("unknown key id")));
-        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", token(claims(60), None).split('.').nth(1).unwrap());
+        let unsigned =
+            format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", token(claims(60), None).split('.').nth(1).unwrap());
         assert!(v.verify(&unsigned).is_err());
     }
 }

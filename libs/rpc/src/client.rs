@@ -101,8 +101,10 @@ fn decode_reply<R: DeserializeOwned>(subject: &str, reply: &async_nats::Message)
         && let Some(headers) = &reply.headers
         && let Some(message) = headers.get(async_nats::service::NATS_SERVICE_ERROR)
     {
-        let status =
-            headers.get(async_nats::service::NATS_SERVICE_ERROR_CODE).and_then(|c| c.as_str().parse().ok()).unwrap_or(500);
+        let status = headers
+            .get(async_nats::service::NATS_SERVICE_ERROR_CODE)
+            .and_then(|c| c.as_str().parse().ok())
+            .unwrap_or(500);
         return Err(RpcError::new(status, codes::REMOTE_ERROR, message.as_str()));
     }
     let bad_reply = |e: serde_json::Error| {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, HeaderMap, Message, Subscriber};
+use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -117,10 +118,16 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             let endpoint = Endpoint { subject, route, stats };
             intakes.spawn(intake(subscriber, Arc::new(endpoint), shared.clone(), stop.clone()));
         }
-        let registry =
-            Registry { id: nuid::next().to_string(), config, started: async_nats::datetime::now(), endpoints };
+        let id = nuid::next().to_string();
+        let ping = format!("$SRV.PING.{}.{id}", config.name);
+        let registry = Registry { id, config, started: async_nats::datetime::now(), endpoints };
         let api_stop = CancellationToken::new();
         let api = service_api::serve(client.clone(), Arc::new(registry), api_stop.clone()).await?;
+        // Answering our own ping proves the server has processed every SUB sent before it, so
+        // callers on other connections reach this service as soon as `serve` returns.
+        if tokio::time::timeout(Duration::from_secs(5), client.request(ping, Bytes::new())).await.is_err() {
+            tracing::warn!("NATS did not route to this service within 5 s; serving anyway");
+        }
         tracing::info!(service = %shared.config.name, queue_group = %shared.config.queue_group, "serving");
         Ok(Running { client, stop, intakes, tasks: shared.tasks.clone(), api_stop, api })
     }
@@ -267,7 +274,7 @@ use Answer::{Replying, Silent};
 
 /// Decodes the message and runs the matching handler.
 async fn process<S: Clone>(
-    payload: &bytes::Bytes,
+    payload: &Bytes,
     has_inbox: bool,
     headers: Option<HeaderMap>,
     route: &Route<S>,

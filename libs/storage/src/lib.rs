@@ -177,11 +177,7 @@ pub trait BlobStore: Send + Sync {
     /// The object's metadata and its bytes (only `range` of them if given; `ObjectMeta::size` is
     /// still the whole size). Errors: `NotFound`, `InvalidRange` if `range` starts at or past the
     /// end (also for an empty object).
-    async fn get(
-        &self,
-        key: &str,
-        range: Option<ByteRange>,
-    ) -> Result<(ObjectMeta, ByteStream), StorageError>;
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<(ObjectMeta, ByteStream), StorageError>;
 
     /// The object's metadata. Errors: `NotFound`.
     async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError>;
@@ -210,11 +206,7 @@ pub trait BlobStore: Send + Sync {
     /// upload of a part, with second-precision times, so the current one cannot be told). The
     /// receipts from [`put_part`](Self::put_part) are always exact: keep those if parts may be
     /// replaced.
-    async fn list_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<Vec<PartReceipt>, StorageError>;
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>, StorageError>;
 
     /// Joins `parts` (ascending part numbers; parts not listed are discarded) into the object
     /// `key`, atomically like [`put`](Self::put), and ends the upload.
@@ -316,9 +308,7 @@ mod tests {
             assert!(validate_key(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(MAX_KEY_LEN + 1);
-        for bad in
-            ["", "/a", "a/", "a//b", ".", "..", "../x", "a/../b", ".tmp/x", "A", "a b", "é", &long]
-        {
+        for bad in ["", "/a", "a/", "a//b", ".", "..", "../x", "a/../b", ".tmp/x", "A", "a b", "é", &long] {
             assert!(matches!(validate_key(bad), Err(StorageError::InvalidKey(_))), "{bad:?}");
         }
     }

@@ -24,8 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
 
 use crate::{
-    BlobStore, ByteRange, ByteStream, ObjectMeta, PartReceipt, StorageError, Stored,
-    check_part_number, hex_digest, validate_key, validate_part_list,
+    BlobStore, ByteRange, ByteStream, ObjectMeta, PartReceipt, StorageError, Stored, check_part_number, hex_digest,
+    validate_key, validate_part_list,
 };
 
 const TMP_DIR: &str = ".tmp";
@@ -144,11 +144,7 @@ impl BlobStore for LocalStore {
         Ok(stored)
     }
 
-    async fn get(
-        &self,
-        key: &str,
-        range: Option<ByteRange>,
-    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<(ObjectMeta, ByteStream), StorageError> {
         let path = self.object_path(key)?;
         // Reading through the open handle stays consistent even if the object is replaced or
         // deleted meanwhile: the old inode lives until we close it.
@@ -229,11 +225,7 @@ impl BlobStore for LocalStore {
         Ok(PartReceipt { part_number, etag, size })
     }
 
-    async fn list_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<Vec<PartReceipt>, StorageError> {
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>, StorageError> {
         let dir = self.upload_dir(key, upload_id).await?;
         let mut entries = fs::read_dir(&dir).await.map_err(not_found_or_io)?;
         let mut parts = Vec::new();
@@ -299,13 +291,9 @@ impl BlobStore for LocalStore {
 
 /// Upload ids become directory names: only what [`cuid2`] generates (1..=64 of `[a-z0-9]`).
 fn validate_upload_id(upload_id: &str) -> Result<(), StorageError> {
-    let ok = (1..=64).contains(&upload_id.len())
-        && upload_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if ok {
-        Ok(())
-    } else {
-        Err(StorageError::InvalidKey(format!("upload id {upload_id:?}: 1..=64 of a-z 0-9")))
-    }
+    let ok =
+        (1..=64).contains(&upload_id.len()) && upload_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok { Ok(()) } else { Err(StorageError::InvalidKey(format!("upload id {upload_id:?}: 1..=64 of a-z 0-9"))) }
 }
 
 /// A temp file or directory removed on drop unless [`keep`](Self::keep) was called: covers error
@@ -426,11 +414,7 @@ fn file_meta(meta: &std::fs::Metadata) -> Result<ObjectMeta, StorageError> {
 }
 
 fn etag_of(meta: &std::fs::Metadata) -> String {
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .unwrap_or_default();
+    let mtime = meta.modified().ok().and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok()).unwrap_or_default();
     format!("{:x}-{:x}", meta.len(), mtime.as_nanos())
 }
 

@@ -14,17 +14,15 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as AwsBody;
-use aws_sdk_s3::types::{
-    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
-};
+use aws_sdk_s3::types::{BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    BlobStore, ByteRange, ByteStream, ObjectMeta, PartReceipt, StorageError, Stored,
-    check_part_number, hex_digest, validate_key, validate_part_list,
+    BlobStore, ByteRange, ByteStream, ObjectMeta, PartReceipt, StorageError, Stored, check_part_number, hex_digest,
+    validate_key, validate_part_list,
 };
 
 /// Size of the parts `put` uploads a large body in: the one buffer it holds per put.
@@ -94,13 +92,11 @@ impl S3Store {
     /// A store for `config.bucket`; makes no request (see [`ensure_bucket`](Self::ensure_bucket)
     /// and [`BlobStore::health_check`]).
     pub fn new(config: S3Config) -> Self {
-        let credentials =
-            Credentials::new(&config.access_key, &config.secret_key, None, None, "mediabus-config");
+        let credentials = Credentials::new(&config.access_key, &config.secret_key, None, None, "mediabus-config");
         // rustls on ring: ring is already in the workspace (async-nats), unlike the SDK's default
         // aws-lc, a long C build. Plain http:// endpoints work with it too.
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .http_client(http)
@@ -114,11 +110,7 @@ impl S3Store {
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        Self {
-            client: Client::from_conf(builder.build()),
-            bucket: config.bucket,
-            region: config.region,
-        }
+        Self { client: Client::from_conf(builder.build()), bucket: config.bucket, region: config.region }
     }
 
     /// The bucket name.
@@ -156,16 +148,10 @@ impl S3Store {
     }
 
     /// Uploads `first` and the rest of `body` as a multipart upload; aborts it on any error.
-    async fn put_multipart(
-        &self,
-        key: &str,
-        first: Bytes,
-        body: &mut PartCutter,
-    ) -> Result<(), StorageError> {
+    async fn put_multipart(&self, key: &str, first: Bytes, body: &mut PartCutter) -> Result<(), StorageError> {
         let upload_id = self.create_multipart(key).await?;
         // If this future is dropped mid-upload, the guard aborts in the background.
-        let guard =
-            AbortOnDrop { store: self.clone(), key: key.to_owned(), upload_id: Some(upload_id) };
+        let guard = AbortOnDrop { store: self.clone(), key: key.to_owned(), upload_id: Some(upload_id) };
         let upload_id = guard.upload_id.as_deref().expect("set above");
         let result = self.upload_parts(key, upload_id, first, body).await;
         if result.is_err() {
@@ -203,12 +189,7 @@ impl S3Store {
             .set_parts(Some(
                 parts
                     .iter()
-                    .map(|p| {
-                        CompletedPart::builder()
-                            .part_number(p.part_number as i32)
-                            .e_tag(&p.etag)
-                            .build()
-                    })
+                    .map(|p| CompletedPart::builder().part_number(p.part_number as i32).e_tag(&p.etag).build())
                     .collect(),
             ))
             .build();
@@ -246,11 +227,7 @@ impl BlobStore for S3Store {
         Ok(body.stored())
     }
 
-    async fn get(
-        &self,
-        key: &str,
-        range: Option<ByteRange>,
-    ) -> Result<(ObjectMeta, ByteStream), StorageError> {
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<(ObjectMeta, ByteStream), StorageError> {
         validate_key(key)?;
         let out = self
             .client
@@ -273,14 +250,7 @@ impl BlobStore for S3Store {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StorageError> {
         validate_key(key)?;
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(map_err)?;
+        let out = self.client.head_object().bucket(&self.bucket).key(key).send().await.map_err(map_err)?;
         Ok(ObjectMeta {
             size: out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
             last_modified: system_time(out.last_modified()),
@@ -291,15 +261,7 @@ impl BlobStore for S3Store {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;
         // S3 answers 204 for a missing key too; some compatible servers answer 404.
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(map_err)
-        {
+        match self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(map_err) {
             Ok(_) | Err(StorageError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
@@ -307,16 +269,8 @@ impl BlobStore for S3Store {
 
     async fn create_multipart(&self, key: &str) -> Result<String, StorageError> {
         validate_key(key)?;
-        let out = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(map_err)?;
-        out.upload_id
-            .ok_or_else(|| StorageError::Backend("CreateMultipartUpload: no upload id".into()))
+        let out = self.client.create_multipart_upload().bucket(&self.bucket).key(key).send().await.map_err(map_err)?;
+        out.upload_id.ok_or_else(|| StorageError::Backend("CreateMultipartUpload: no upload id".into()))
     }
 
     async fn put_part(
@@ -345,11 +299,7 @@ impl BlobStore for S3Store {
         Ok(PartReceipt { part_number, etag, size })
     }
 
-    async fn list_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<Vec<PartReceipt>, StorageError> {
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>, StorageError> {
         validate_key(key)?;
         validate_upload_id(upload_id)?;
         let mut parts = Vec::new();
@@ -394,15 +344,8 @@ impl BlobStore for S3Store {
         // No process saw every part, so the hash needs one read of the whole object. If-Match
         // pins it to the object just completed: a concurrent overwrite fails instead of hashing
         // someone else's bytes.
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_if_match(etag)
-            .send()
-            .await
-            .map_err(map_err)?;
+        let out =
+            self.client.get_object().bucket(&self.bucket).key(key).set_if_match(etag).send().await.map_err(map_err)?;
         let mut body = out.body;
         let mut hasher = Sha256::new();
         let mut size = 0;
@@ -654,8 +597,7 @@ mod cutter_tests {
     use super::*;
 
     async fn cut(chunks: &[usize]) -> (Vec<usize>, Stored) {
-        let chunks: Vec<io::Result<Bytes>> =
-            chunks.iter().map(|&n| Ok(Bytes::from(vec![7u8; n]))).collect();
+        let chunks: Vec<io::Result<Bytes>> = chunks.iter().map(|&n| Ok(Bytes::from(vec![7u8; n]))).collect();
         let mut cutter = PartCutter::new(Box::pin(futures_util::stream::iter(chunks)));
         let mut parts = Vec::new();
         while let Some(part) = cutter.next_part().await.unwrap() {

@@ -10,8 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use mediabus_storage::{
-    BlobStore, ByteRange, ByteStream, LocalStore, S3Config, S3Store, StorageError, body_from_bytes,
-    new_key,
+    BlobStore, ByteRange, ByteStream, LocalStore, S3Config, S3Store, StorageError, body_from_bytes, new_key,
 };
 use mediabus_testkit::SeaweedS3;
 use sha2::{Digest, Sha256};
@@ -69,9 +68,7 @@ async fn pattern_digest(seed: u64, total: usize, chunk: usize) -> (u64, String) 
 }
 
 fn chunks(parts: &[&'static [u8]]) -> ByteStream {
-    Box::pin(futures_util::stream::iter(
-        parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>(),
-    ))
+    Box::pin(futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>()))
 }
 
 /// `ok_bytes` pattern bytes in 1 MiB chunks, then an I/O error, as a client that goes away.
@@ -110,10 +107,7 @@ async fn get_bytes(store: &dyn BlobStore, key: &str) -> Vec<u8> {
 }
 
 fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StorageError>, what: &str) {
-    assert!(
-        matches!(result, Err(StorageError::NotFound)),
-        "{what}: expected NotFound, got {result:?}"
-    );
+    assert!(matches!(result, Err(StorageError::NotFound)), "{what}: expected NotFound, got {result:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,9 +132,8 @@ mod contract {
 
         // Odd chunk sizes, hash checked against a separate computation.
         let data = pattern_bytes(1, 100_000);
-        let body = futures_util::stream::iter(
-            data.chunks(7_001).map(|c| Ok(Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
-        );
+        let body =
+            futures_util::stream::iter(data.chunks(7_001).map(|c| Ok(Bytes::copy_from_slice(c))).collect::<Vec<_>>());
         let stored = store.put(&key, Box::pin(body)).await.unwrap();
         assert_eq!(stored.size, data.len() as u64);
         assert_eq!(stored.sha256_hex, sha256_hex(&data));
@@ -214,8 +207,7 @@ mod contract {
 
     pub async fn invalid_keys(store: &dyn BlobStore) {
         let long = "a".repeat(513);
-        let bad =
-            ["", "/abs", "trailing/", "a//b", "..", "../up", "a/../b", ".tmp/x", ".uploads/x"];
+        let bad = ["", "/abs", "trailing/", "a//b", "..", "../up", "a/../b", ".tmp/x", ".uploads/x"];
         let bad = bad.iter().copied().chain(["UPPER", "sp ace", "ümlaut", "back\\slash", &long]);
         for key in bad {
             let invalid = |what: &str, r: Result<(), StorageError>| {
@@ -314,10 +306,7 @@ mod contract {
 
         store.abort_multipart(&key, &id).await.unwrap();
         assert_not_found(store.list_parts(&key, &id).await, "parts after abort");
-        assert_not_found(
-            store.complete_multipart(&key, &id, &[r1, r2]).await,
-            "complete after abort",
-        );
+        assert_not_found(store.complete_multipart(&key, &id, &[r1, r2]).await, "complete after abort");
         assert_not_found(store.head(&key).await, "no object from an aborted upload");
         store.abort_multipart(&key, &id).await.expect("abort is idempotent");
         (key, id)
@@ -344,8 +333,7 @@ mod contract {
     pub async fn dropped_put(store: &dyn BlobStore, ok_bytes: usize) -> String {
         let key = new_key();
         let stalled = pattern_stream(41, ok_bytes, MIB).chain(futures_util::stream::pending());
-        let result =
-            tokio::time::timeout(Duration::from_secs(1), store.put(&key, Box::pin(stalled)));
+        let result = tokio::time::timeout(Duration::from_secs(1), store.put(&key, Box::pin(stalled)));
         assert!(result.await.is_err(), "the put was still waiting for the body");
         assert_not_found(store.head(&key).await, "no object from a dropped put");
         key
@@ -370,10 +358,7 @@ mod local_fs {
     }
 
     fn entries(dir: &Path) -> Vec<String> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
     }
 
     macro_rules! contract_tests {
@@ -501,14 +486,7 @@ mod s3 {
 
     /// Multipart uploads in progress for `key`.
     async fn uploads_in_progress(store: &S3Store, key: &str) -> usize {
-        let out = store
-            .client()
-            .list_multipart_uploads()
-            .bucket(store.bucket())
-            .prefix(key)
-            .send()
-            .await
-            .unwrap();
+        let out = store.client().list_multipart_uploads().bucket(store.bucket()).prefix(key).send().await.unwrap();
         out.uploads().len()
     }
 
@@ -602,10 +580,8 @@ mod s3 {
     #[tokio::test]
     async fn unreachable_endpoint_is_a_backend_error() {
         let port = mediabus_testkit::free_port();
-        let store = S3Store::new(S3Config {
-            endpoint: Some(format!("http://127.0.0.1:{port}")),
-            ..config("t-unreachable")
-        });
+        let store =
+            S3Store::new(S3Config { endpoint: Some(format!("http://127.0.0.1:{port}")), ..config("t-unreachable") });
         let r = store.health_check().await;
         assert!(matches!(r, Err(StorageError::Backend(_))), "{r:?}");
     }

@@ -38,9 +38,7 @@ impl CursorKey {
         if cursor.len() > MAX_CURSOR_LEN {
             return Err(StoreError::InvalidCursor);
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(cursor)
-            .map_err(|_| StoreError::InvalidCursor)?;
+        let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
         let text = String::from_utf8(bytes).map_err(|_| StoreError::InvalidCursor)?;
         let mut parts = text.splitn(3, '|');
         let (Some("1"), Some(millis), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
@@ -50,10 +48,7 @@ impl CursorKey {
         if id.is_empty() {
             return Err(StoreError::InvalidCursor);
         }
-        Ok(Self {
-            created_at_millis,
-            id: id.to_owned(),
-        })
+        Ok(Self { created_at_millis, id: id.to_owned() })
     }
 }
 
@@ -63,16 +58,9 @@ mod tests {
 
     #[test]
     fn a_cursor_round_trips_and_is_url_safe() {
-        let key = CursorKey {
-            created_at_millis: 1_763_700_000_123,
-            id: "ckz9|odd id/+".into(),
-        };
+        let key = CursorKey { created_at_millis: 1_763_700_000_123, id: "ckz9|odd id/+".into() };
         let text = key.encode();
-        assert!(
-            text.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "{text}"
-        );
+        assert!(text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{text}");
         assert_eq!(CursorKey::decode(&text).unwrap(), key);
     }
 
@@ -87,11 +75,7 @@ mod tests {
             &URL_SAFE_NO_PAD.encode("1|5|"),
             &"A".repeat(600),
         ] {
-            assert_eq!(
-                CursorKey::decode(bad),
-                Err(StoreError::InvalidCursor),
-                "{bad:?}"
-            );
+            assert_eq!(CursorKey::decode(bad), Err(StoreError::InvalidCursor), "{bad:?}");
         }
     }
 

@@ -1,12 +1,14 @@
-//! The document store of the media service (DESIGN §8): Media records, idempotency keys and
-//! chunked-upload sessions, behind one trait with two backends that behave the same:
+//! The document store (DESIGN §8): Media records, idempotency keys and chunked-upload sessions of
+//! the media service ([`MediaStore`]), and users, refresh tokens and login counters of the auth
+//! service ([`UserStore`]), each behind one trait with two backends that behave the same:
 //!
 //! - [`SqliteStore`]: embedded, one file, the default for one machine. Several worker processes
 //!   may open the same file.
 //! - [`MongoStore`]: MongoDB 6+ through the official driver, for scale.
 //!
-//! Services hold an `Arc<dyn MediaStore>` chosen at startup by [`StoreConfig`] and [`open`];
-//! `libs/store/tests/contract.rs` runs one suite against both backends.
+//! Services hold an `Arc<dyn MediaStore>` (or `Arc<dyn UserStore>`) chosen at startup by
+//! [`StoreConfig`] and [`open`] (or [`open_users`]); `libs/store/tests/contract.rs` and
+//! `libs/store/tests/users.rs` run one suite per trait against both backends.
 //!
 //! # Examples
 //! ```
@@ -26,6 +28,7 @@
 mod cursor;
 mod mongo;
 mod sqlite;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +41,7 @@ use serde_json::Value;
 pub use cursor::{MAX_LIMIT, clamp_limit};
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
+pub use users::{LoginAttempts, RefreshToken, Rotation, User, UserStore};
 
 /// What a store operation can fail with. Expected outcomes (not found, duplicate id, bad cursor)
 /// have their own variants so services map them to 404 / 409 / 400; everything else is
@@ -135,11 +139,7 @@ pub trait MediaStore: Send + Sync {
     /// caller, e.g. `"<userId>:<key>"`) for `media_id`. The first claim wins: `Ok(None)` means
     /// this call claimed it; `Ok(Some(id))` returns the media id of the earlier claim, and the
     /// caller should answer with that media instead of creating another.
-    async fn claim_idempotency(
-        &self,
-        scope_key: &str,
-        media_id: &str,
-    ) -> Result<Option<String>, StoreError>;
+    async fn claim_idempotency(&self, scope_key: &str, media_id: &str) -> Result<Option<String>, StoreError>;
 
     /// Gives up a claim made by [`MediaStore::claim_idempotency`] when the create failed, so a
     /// retry can create the media. Removes the key only while it still maps to `media_id`;
@@ -165,11 +165,7 @@ pub trait MediaStore: Send + Sync {
 
     /// Up to `limit` (clamped to 1..=1000) sessions with `expires_at <= now`, soonest-expired
     /// first, for a janitor to abort and delete.
-    async fn expired_uploads(
-        &self,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<UploadSession>, StoreError>;
+    async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<UploadSession>, StoreError>;
 
     /// Succeeds when the store answers a trivial query (for `/readyz` and startup checks).
     async fn health_check(&self) -> Result<(), StoreError>;
@@ -197,9 +193,16 @@ pub enum StoreConfig {
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn MediaStore>, StoreError> {
     Ok(match config {
         StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
-        StoreConfig::Mongodb { uri, database } => {
-            Arc::new(MongoStore::connect(uri, database).await?)
-        }
+        StoreConfig::Mongodb { uri, database } => Arc::new(MongoStore::connect(uri, database).await?),
+    })
+}
+
+/// Opens the configured store for the auth service's [`UserStore`], exactly as [`open`] does
+/// (same file or database, migrations and indexes). [`StoreError::Backend`] if that fails.
+pub async fn open_users(config: &StoreConfig) -> Result<Arc<dyn UserStore>, StoreError> {
+    Ok(match config {
+        StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
+        StoreConfig::Mongodb { uri, database } => Arc::new(MongoStore::connect(uri, database).await?),
     })
 }
 
@@ -219,29 +222,12 @@ mod tests {
 
     #[test]
     fn config_names_the_backend() {
-        let sqlite: StoreConfig =
-            serde_json::from_str(r#"{"backend":"sqlite","path":"data/media.db"}"#).unwrap();
-        assert_eq!(
-            sqlite,
-            StoreConfig::Sqlite {
-                path: "data/media.db".into()
-            }
-        );
-        let mongo: StoreConfig = serde_json::from_str(
-            r#"{"backend":"mongodb","uri":"mongodb://m:27017","database":"mediabus"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            mongo,
-            StoreConfig::Mongodb {
-                uri: "mongodb://m:27017".into(),
-                database: "mediabus".into()
-            }
-        );
+        let sqlite: StoreConfig = serde_json::from_str(r#"{"backend":"sqlite","path":"data/media.db"}"#).unwrap();
+        assert_eq!(sqlite, StoreConfig::Sqlite { path: "data/media.db".into() });
+        let mongo: StoreConfig =
+            serde_json::from_str(r#"{"backend":"mongodb","uri":"mongodb://m:27017","database":"mediabus"}"#).unwrap();
+        assert_eq!(mongo, StoreConfig::Mongodb { uri: "mongodb://m:27017".into(), database: "mediabus".into() });
         let err = serde_json::from_str::<StoreConfig>(r#"{"backend":"postgres"}"#).unwrap_err();
-        assert!(
-            err.to_string().contains("sqlite"),
-            "lists accepted backends: {err}"
-        );
+        assert!(err.to_string().contains("sqlite"), "lists accepted backends: {err}");
     }
 }

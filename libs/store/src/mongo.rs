@@ -7,6 +7,8 @@
 //! - `idempotency`: `{_id: scope key, mediaId, createdAt}`; `_id` makes the key unique.
 //! - `uploads`: `_id` = upload id; `upload_parts`: `{uploadId, partNumber, size, etag}`, unique
 //!   on `(uploadId, partNumber)`.
+//! - `users`, `refresh_tokens`, `refresh_families`, `login_attempts`: the auth service's
+//!   [`crate::UserStore`], described in `mongo/users.rs`.
 //!
 //! Decoding accepts Int32 where this store writes Int64, so documents written by other clients
 //! (a NestJS/Prisma service writes `size` as Int32) read back too.
@@ -16,8 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::TryStreamExt as _;
 use mediabus_contracts::{
-    ListFilter, Media, MediaRecord, MediaStatus, MediaType, Page, SortOrder, Timestamp, Variant,
-    Visibility,
+    ListFilter, Media, MediaRecord, MediaStatus, MediaType, Page, SortOrder, Timestamp, Variant, Visibility,
 };
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
@@ -27,6 +28,9 @@ use serde_json::{Map, Number, Value};
 
 use crate::cursor::{CursorKey, clamp_limit};
 use crate::{MediaStore, StoreError, UploadPart, UploadSession, clamp_janitor_limit, non_null};
+
+// `UserStore` for this backend; a child module so it shares the document helpers above.
+mod users;
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
@@ -54,13 +58,12 @@ impl MongoStore {
     pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(uri).await.map_err(backend)?;
         options.app_name.get_or_insert_with(|| "mediabus".into());
-        options
-            .server_selection_timeout
-            .get_or_insert(SERVER_SELECTION_TIMEOUT);
+        options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
         let client = Client::with_options(options).map_err(backend)?;
         let store = Self::with_database(client.database(database));
         store.health_check().await?;
         store.create_indexes().await?;
+        store.create_user_indexes().await?;
         Ok(store)
     }
 
@@ -87,52 +90,29 @@ impl MongoStore {
         let media = [
             ("media_created", doc! { "createdAt": 1, "_id": 1 }),
             ("media_user", doc! { "userId": 1, "createdAt": 1, "_id": 1 }),
-            (
-                "media_entity",
-                doc! { "entityId": 1, "entityType": 1, "createdAt": 1, "_id": 1 },
-            ),
-            (
-                "media_status",
-                doc! { "status": 1, "createdAt": 1, "_id": 1 },
-            ),
-            (
-                "media_public",
-                doc! { "isPublic": 1, "createdAt": 1, "_id": 1 },
-            ),
+            ("media_entity", doc! { "entityId": 1, "entityType": 1, "createdAt": 1, "_id": 1 }),
+            ("media_status", doc! { "status": 1, "createdAt": 1, "_id": 1 }),
+            ("media_public", doc! { "isPublic": 1, "createdAt": 1, "_id": 1 }),
         ]
         .map(|(name, keys)| index(name, keys, false));
         self.media.create_indexes(media).await.map_err(backend)?;
-        self.uploads
-            .create_index(index("uploads_expires", doc! { "expiresAt": 1 }, false))
-            .await
-            .map_err(backend)?;
+        self.uploads.create_index(index("uploads_expires", doc! { "expiresAt": 1 }, false)).await.map_err(backend)?;
         self.parts
-            .create_index(index(
-                "upload_parts_number",
-                doc! { "uploadId": 1, "partNumber": 1 },
-                true,
-            ))
+            .create_index(index("upload_parts_number", doc! { "uploadId": 1, "partNumber": 1 }, true))
             .await
             .map_err(backend)?;
         Ok(())
     }
 
     async fn upload_exists(&self, upload_id: &str) -> Result<bool, StoreError> {
-        let found = self
-            .uploads
-            .find_one(doc! { "_id": upload_id })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(backend)?;
+        let found =
+            self.uploads.find_one(doc! { "_id": upload_id }).projection(doc! { "_id": 1 }).await.map_err(backend)?;
         Ok(found.is_some())
     }
 }
 
 fn index(name: &str, keys: Document, unique: bool) -> IndexModel {
-    let options = IndexOptions::builder()
-        .name(name.to_owned())
-        .unique(unique.then_some(true))
-        .build();
+    let options = IndexOptions::builder().name(name.to_owned()).unique(unique.then_some(true)).build();
     IndexModel::builder().keys(keys).options(options).build()
 }
 
@@ -153,8 +133,7 @@ fn corrupt(field: &str, what: &str) -> StoreError {
 }
 
 fn to_i64(n: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(n)
-        .map_err(|_| StoreError::Backend(format!("{what} {n} exceeds the storable range")))
+    i64::try_from(n).map_err(|_| StoreError::Backend(format!("{what} {n} exceeds the storable range")))
 }
 
 fn date(t: Timestamp) -> DateTime {
@@ -162,9 +141,7 @@ fn date(t: Timestamp) -> DateTime {
 }
 
 fn opt_str(value: &Option<String>) -> Bson {
-    value
-        .as_ref()
-        .map_or(Bson::Null, |s| Bson::String(s.clone()))
+    value.as_ref().map_or(Bson::Null, |s| Bson::String(s.clone()))
 }
 
 /// JSON to BSON, by hand rather than through extended JSON, so caller metadata such as
@@ -180,11 +157,7 @@ fn json_to_bson(value: &Value) -> Bson {
         },
         Value::String(s) => Bson::String(s.clone()),
         Value::Array(items) => Bson::Array(items.iter().map(json_to_bson).collect()),
-        Value::Object(map) => Bson::Document(
-            map.iter()
-                .map(|(k, v)| (k.clone(), json_to_bson(v)))
-                .collect(),
-        ),
+        Value::Object(map) => Bson::Document(map.iter().map(|(k, v)| (k.clone(), json_to_bson(v))).collect()),
     }
 }
 
@@ -199,11 +172,7 @@ fn bson_to_json(value: &Bson) -> Value {
         Bson::Double(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
         Bson::String(s) => Value::String(s.clone()),
         Bson::Array(items) => Value::Array(items.iter().map(bson_to_json).collect()),
-        Bson::Document(d) => Value::Object(
-            d.iter()
-                .map(|(k, v)| (k.clone(), bson_to_json(v)))
-                .collect::<Map<_, _>>(),
-        ),
+        Bson::Document(d) => Value::Object(d.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect::<Map<_, _>>()),
         other => other.clone().into_relaxed_extjson(),
     }
 }
@@ -215,9 +184,7 @@ fn opt_json(value: &Option<Value>) -> Bson {
 // Typed field readers: a missing or mistyped required field is a corrupt document.
 
 fn get_str(d: &Document, field: &str) -> Result<String, StoreError> {
-    d.get_str(field)
-        .map(str::to_owned)
-        .map_err(|_| corrupt(field, "expected a string"))
+    d.get_str(field).map(str::to_owned).map_err(|_| corrupt(field, "expected a string"))
 }
 
 fn get_opt_str(d: &Document, field: &str) -> Result<Option<String>, StoreError> {
@@ -243,23 +210,18 @@ fn get_u64(d: &Document, field: &str) -> Result<u64, StoreError> {
 }
 
 fn get_opt_u64(d: &Document, field: &str) -> Result<Option<u64>, StoreError> {
-    get_opt_int(d, field)?
-        .map(|i| u64::try_from(i).map_err(|_| corrupt(field, "negative")))
-        .transpose()
+    get_opt_int(d, field)?.map(|i| u64::try_from(i).map_err(|_| corrupt(field, "negative"))).transpose()
 }
 
 fn get_bool(d: &Document, field: &str) -> Result<bool, StoreError> {
-    d.get_bool(field)
-        .map_err(|_| corrupt(field, "expected a bool"))
+    d.get_bool(field).map_err(|_| corrupt(field, "expected a bool"))
 }
 
 fn get_time(d: &Document, field: &str) -> Result<Timestamp, StoreError> {
     match d.get(field) {
         Some(Bson::DateTime(t)) => Ok(Timestamp::from_unix_millis(t.timestamp_millis())),
         // Written as text by some other client.
-        Some(Bson::String(s)) => {
-            Timestamp::parse(s).ok_or_else(|| corrupt(field, "bad RFC 3339 text"))
-        }
+        Some(Bson::String(s)) => Timestamp::parse(s).ok_or_else(|| corrupt(field, "bad RFC 3339 text")),
         _ => Err(corrupt(field, "expected a date")),
     }
 }
@@ -314,9 +276,7 @@ fn media_from_doc(d: &Document) -> Result<MediaRecord, StoreError> {
         Some(Bson::Array(items)) => items
             .iter()
             .map(|item| {
-                let v = item
-                    .as_document()
-                    .ok_or_else(|| corrupt("variants", "expected documents"))?;
+                let v = item.as_document().ok_or_else(|| corrupt("variants", "expected documents"))?;
                 let dimension = |field: &str| {
                     get_opt_int(v, field)?
                         .map(|n| u32::try_from(n).map_err(|_| corrupt(field, "out of range")))
@@ -353,10 +313,7 @@ fn media_from_doc(d: &Document) -> Result<MediaRecord, StoreError> {
         details: get_json(d, "details"),
         variants,
     };
-    Ok(MediaRecord {
-        media,
-        storage_key: get_opt_str(d, "storageKey")?,
-    })
+    Ok(MediaRecord { media, storage_key: get_opt_str(d, "storageKey")? })
 }
 
 fn upload_to_doc(s: &UploadSession) -> Result<Document, StoreError> {
@@ -445,10 +402,7 @@ fn filter_doc(filter: &ListFilter) -> Document {
         }
     }
     if let Some(q) = &filter.q {
-        query.insert(
-            "originalName",
-            doc! { "$regex": literal_regex(q), "$options": "i" },
-        );
+        query.insert("originalName", doc! { "$regex": literal_regex(q), "$options": "i" });
     }
     if !all.is_empty() {
         query.insert("$and", all);
@@ -477,49 +431,27 @@ impl MediaStore for MongoStore {
     async fn insert(&self, record: &MediaRecord) -> Result<(), StoreError> {
         match self.media.insert_one(media_to_doc(record)?).await {
             Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!(
-                "media {} exists",
-                record.media.id
-            ))),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!("media {} exists", record.media.id))),
             Err(e) => Err(backend(e)),
         }
     }
 
     async fn get(&self, id: &str) -> Result<Option<MediaRecord>, StoreError> {
-        let found = self
-            .media
-            .find_one(doc! { "_id": id })
-            .await
-            .map_err(backend)?;
+        let found = self.media.find_one(doc! { "_id": id }).await.map_err(backend)?;
         found.as_ref().map(media_from_doc).transpose()
     }
 
     async fn update(&self, record: &MediaRecord) -> Result<(), StoreError> {
-        let replaced = self
-            .media
-            .replace_one(doc! { "_id": &record.media.id }, media_to_doc(record)?)
-            .await
-            .map_err(backend)?;
-        if replaced.matched_count == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        let replaced =
+            self.media.replace_one(doc! { "_id": &record.media.id }, media_to_doc(record)?).await.map_err(backend)?;
+        if replaced.matched_count == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
-        let after = filter
-            .cursor
-            .as_deref()
-            .map(CursorKey::decode)
-            .transpose()?;
+        let after = filter.cursor.as_deref().map(CursorKey::decode).transpose()?;
         let limit = clamp_limit(filter.limit);
         let mut query = filter_doc(filter);
-        let total = self
-            .media
-            .count_documents(query.clone())
-            .await
-            .map_err(backend)?;
+        let total = self.media.count_documents(query.clone()).await.map_err(backend)?;
         if let Some(key) = &after {
             add_cursor(&mut query, key, filter.sort);
         }
@@ -538,84 +470,47 @@ impl MediaStore for MongoStore {
             .try_collect()
             .await
             .map_err(backend)?;
-        let mut items = docs
-            .iter()
-            .map(|d| media_from_doc(d).map(|r| r.media))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = docs.iter().map(|d| media_from_doc(d).map(|r| r.media)).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
-            items.last().map(|m| {
-                CursorKey {
-                    created_at_millis: m.created_at.unix_millis(),
-                    id: m.id.clone(),
-                }
-                .encode()
-            })
+            items.last().map(|m| CursorKey { created_at_millis: m.created_at.unix_millis(), id: m.id.clone() }.encode())
         } else {
             None
         };
-        Ok(Page {
-            items,
-            total,
-            limit,
-            next_cursor,
-        })
+        Ok(Page { items, total, limit, next_cursor })
     }
 
-    async fn claim_idempotency(
-        &self,
-        scope_key: &str,
-        media_id: &str,
-    ) -> Result<Option<String>, StoreError> {
+    async fn claim_idempotency(&self, scope_key: &str, media_id: &str) -> Result<Option<String>, StoreError> {
         // Insert-or-read; a claim released between our failed insert and the read makes us try
         // again, so a few rounds always settle it.
         for _ in 0..3 {
-            let claim =
-                doc! { "_id": scope_key, "mediaId": media_id, "createdAt": DateTime::now() };
+            let claim = doc! { "_id": scope_key, "mediaId": media_id, "createdAt": DateTime::now() };
             match self.idempotency.insert_one(claim).await {
                 Ok(_) => return Ok(None),
                 Err(e) if is_duplicate_key(&e) => {}
                 Err(e) => return Err(backend(e)),
             }
-            if let Some(existing) = self
-                .idempotency
-                .find_one(doc! { "_id": scope_key })
-                .await
-                .map_err(backend)?
-            {
+            if let Some(existing) = self.idempotency.find_one(doc! { "_id": scope_key }).await.map_err(backend)? {
                 return get_str(&existing, "mediaId").map(Some);
             }
         }
-        Err(StoreError::Backend(format!(
-            "idempotency key {scope_key} keeps changing hands"
-        )))
+        Err(StoreError::Backend(format!("idempotency key {scope_key} keeps changing hands")))
     }
 
     async fn release_idempotency(&self, scope_key: &str, media_id: &str) -> Result<(), StoreError> {
-        self.idempotency
-            .delete_one(doc! { "_id": scope_key, "mediaId": media_id })
-            .await
-            .map(drop)
-            .map_err(backend)
+        self.idempotency.delete_one(doc! { "_id": scope_key, "mediaId": media_id }).await.map(drop).map_err(backend)
     }
 
     async fn create_upload(&self, session: &UploadSession) -> Result<(), StoreError> {
         match self.uploads.insert_one(upload_to_doc(session)?).await {
             Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!(
-                "upload {} exists",
-                session.upload_id
-            ))),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::Conflict(format!("upload {} exists", session.upload_id))),
             Err(e) => Err(backend(e)),
         }
     }
 
     async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadSession>, StoreError> {
-        let found = self
-            .uploads
-            .find_one(doc! { "_id": upload_id })
-            .await
-            .map_err(backend)?;
+        let found = self.uploads.find_one(doc! { "_id": upload_id }).await.map_err(backend)?;
         found.as_ref().map(upload_from_doc).transpose()
     }
 
@@ -629,12 +524,7 @@ impl MediaStore for MongoStore {
         // unique index (MongoDB 4.2+ usually retries this itself) and one more try updates.
         let mut tries = 0;
         loop {
-            match self
-                .parts
-                .update_one(key.clone(), set.clone())
-                .upsert(true)
-                .await
-            {
+            match self.parts.update_one(key.clone(), set.clone()).upsert(true).await {
                 Ok(_) => break,
                 Err(e) if is_duplicate_key(&e) && tries == 0 => tries += 1,
                 Err(e) => return Err(backend(e)),
@@ -661,11 +551,9 @@ impl MediaStore for MongoStore {
             .map_err(backend)?;
         docs.iter()
             .map(|d| {
-                let number = get_opt_int(d, "partNumber")?
-                    .ok_or_else(|| corrupt("partNumber", "missing"))?;
+                let number = get_opt_int(d, "partNumber")?.ok_or_else(|| corrupt("partNumber", "missing"))?;
                 Ok(UploadPart {
-                    part_number: u32::try_from(number)
-                        .map_err(|_| corrupt("partNumber", "out of range"))?,
+                    part_number: u32::try_from(number).map_err(|_| corrupt("partNumber", "out of range"))?,
                     size: get_u64(d, "size")?,
                     etag: get_str(d, "etag")?,
                 })
@@ -675,22 +563,12 @@ impl MediaStore for MongoStore {
 
     async fn delete_upload(&self, upload_id: &str) -> Result<(), StoreError> {
         // Session first: once it is gone record_part refuses new parts, so none outlive it.
-        self.uploads
-            .delete_one(doc! { "_id": upload_id })
-            .await
-            .map_err(backend)?;
-        self.parts
-            .delete_many(doc! { "uploadId": upload_id })
-            .await
-            .map_err(backend)?;
+        self.uploads.delete_one(doc! { "_id": upload_id }).await.map_err(backend)?;
+        self.parts.delete_many(doc! { "uploadId": upload_id }).await.map_err(backend)?;
         Ok(())
     }
 
-    async fn expired_uploads(
-        &self,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<UploadSession>, StoreError> {
+    async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<UploadSession>, StoreError> {
         let docs: Vec<Document> = self
             .uploads
             .find(doc! { "expiresAt": { "$lte": date(now) } })
@@ -705,11 +583,7 @@ impl MediaStore for MongoStore {
     }
 
     async fn health_check(&self) -> Result<(), StoreError> {
-        self.db
-            .run_command(doc! { "ping": 1 })
-            .await
-            .map(drop)
-            .map_err(backend)
+        self.db.run_command(doc! { "ping": 1 }).await.map(drop).map_err(backend)
     }
 }
 
@@ -720,10 +594,7 @@ mod tests {
     #[test]
     fn regex_escaping_keeps_every_character_literal() {
         assert_eq!(literal_regex("a.b*c"), r"a\.b\*c");
-        assert_eq!(
-            literal_regex("50%_(x)[y]{2}^$|?+\\/"),
-            r"50\%\_\(x\)\[y\]\{2\}\^\$\|\?\+\\\/"
-        );
+        assert_eq!(literal_regex("50%_(x)[y]{2}^$|?+\\/"), r"50\%\_\(x\)\[y\]\{2\}\^\$\|\?\+\\\/");
         assert_eq!(literal_regex("émoji ✓ 1"), "émoji ✓ 1");
         assert_eq!(literal_regex("a\0b"), r"a\x00b");
     }

@@ -18,14 +18,16 @@ use mediabus_contracts::{
 };
 use rusqlite::types::{Type, Value as SqlValue};
 use rusqlite::{
-    Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, ffi, params,
-    params_from_iter,
+    Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, ffi, params, params_from_iter,
 };
 use serde_json::Value;
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 
 use crate::cursor::{CursorKey, clamp_limit};
 use crate::{MediaStore, StoreError, UploadPart, UploadSession, clamp_janitor_limit, non_null};
+
+// `UserStore` for this backend; a child module so it shares the connection helpers above.
+mod users;
 
 /// Reader connections per store: enough to overlap the listing queries of a busy worker on a
 /// small machine without holding many file handles.
@@ -103,6 +105,38 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (upload_id, part_number)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 2: users, refresh tokens and failed-login counters of the auth service (`UserStore`).
+    r#"
+    CREATE TABLE users (
+        id            TEXT PRIMARY KEY NOT NULL,
+        email         TEXT NOT NULL UNIQUE,   -- normalised by the service
+        name          TEXT NOT NULL,
+        password_hash TEXT NOT NULL,          -- bcrypt
+        roles         TEXT NOT NULL,          -- JSON array of role names
+        created_at    INTEGER NOT NULL,       -- unix millis
+        updated_at    INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE refresh_tokens (
+        token_hash TEXT PRIMARY KEY NOT NULL,
+        family_id  TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        revoked_at INTEGER
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX refresh_tokens_family  ON refresh_tokens (family_id);
+    CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at);
+
+    CREATE TABLE login_attempts (
+        key          TEXT PRIMARY KEY NOT NULL,
+        count        INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL       -- window end
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX login_attempts_expires ON login_attempts (expires_at);
+    "#,
 ];
 
 const MEDIA_COLUMNS: &str = "id, type, original_name, mime_type, size, url, user_id, entity_id, entity_type, metadata, \
@@ -137,15 +171,13 @@ impl SqliteStore {
         let open_path = path.clone();
         let writer = blocking(move || {
             if let Some(parent) = open_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    StoreError::Backend(format!("create {}: {e}", parent.display()))
-                })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
             }
             let mut conn = connect(&open_path)?;
             // Persistent (stored in the file): every later connection is in WAL mode too.
-            let mode: String = conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-                .map_err(backend)?;
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(backend)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(StoreError::Backend(format!(
                     "{}: journal_mode is {mode}, WAL needed",
@@ -227,25 +259,18 @@ impl SqliteStore {
 
 /// Opens one connection with the per-connection settings (WAL itself is per file).
 fn connect(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)
-        .map_err(|e| StoreError::Backend(format!("open {}: {e}", path.display())))?;
+    let conn = Connection::open(path).map_err(|e| StoreError::Backend(format!("open {}: {e}", path.display())))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
     // NORMAL is durable across application crashes in WAL mode; only an OS crash or power loss
     // can drop the last transactions, which FULL would prevent at the cost of an fsync per commit.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(backend)?;
-    conn.pragma_update(None, "foreign_keys", true)
-        .map_err(backend)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
     Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Exclusive)
-        .map_err(backend)?;
-    let applied: i64 = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(backend)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(backend)?;
+    let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(backend)?;
     let known = MIGRATIONS.len() as i64;
     if applied > known {
         return Err(StoreError::Backend(format!(
@@ -253,20 +278,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        tx.execute_batch(sql)
-            .map_err(|e| StoreError::Backend(format!("migration {}: {e}", index + 1)))?;
+        tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {}: {e}", index + 1)))?;
     }
-    tx.pragma_update(None, "user_version", known)
-        .map_err(backend)?;
+    tx.pragma_update(None, "user_version", known).map_err(backend)?;
     tx.commit().map_err(backend)
 }
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -276,23 +297,17 @@ fn backend(e: rusqlite::Error) -> StoreError {
 /// The SQLite extended result code of a failed statement, if that is what failed.
 fn extended_code(e: &rusqlite::Error) -> Option<i32> {
     match e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
-            Some(f.extended_code)
-        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => Some(f.extended_code),
         _ => None,
     }
 }
 
 fn to_i64(n: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(n)
-        .map_err(|_| StoreError::Backend(format!("{what} {n} exceeds the storable range")))
+    i64::try_from(n).map_err(|_| StoreError::Backend(format!("{what} {n} exceeds the storable range")))
 }
 
 fn json_text(value: &Option<Value>) -> Result<Option<String>, StoreError> {
-    non_null(value)
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| StoreError::Backend(format!("encode JSON: {e}")))
+    non_null(value).map(serde_json::to_string).transpose().map_err(|e| StoreError::Backend(format!("encode JSON: {e}")))
 }
 
 /// A row value that is not what this store writes: the file was changed behind its back.
@@ -300,13 +315,9 @@ fn corrupt(column: usize, what: impl Into<String>) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, Type::Text, what.into().into())
 }
 
-fn json_column<T: serde::de::DeserializeOwned>(
-    row: &Row<'_>,
-    column: usize,
-) -> rusqlite::Result<Option<T>> {
+fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(column)?;
-    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(column, format!("bad JSON: {e}"))))
-        .transpose()
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(column, format!("bad JSON: {e}")))).transpose()
 }
 
 fn u64_column(row: &Row<'_>, column: usize) -> rusqlite::Result<u64> {
@@ -319,8 +330,7 @@ fn media_from_row(row: &Row<'_>) -> rusqlite::Result<MediaRecord> {
     let status_text: String = row.get(11)?;
     let media = Media {
         id: row.get(0)?,
-        media_type: MediaType::parse(&type_text)
-            .ok_or_else(|| corrupt(1, format!("unknown type {type_text}")))?,
+        media_type: MediaType::parse(&type_text).ok_or_else(|| corrupt(1, format!("unknown type {type_text}")))?,
         original_name: row.get(2)?,
         mime_type: row.get(3)?,
         size: u64_column(row, 4)?,
@@ -330,18 +340,14 @@ fn media_from_row(row: &Row<'_>) -> rusqlite::Result<MediaRecord> {
         entity_type: row.get(8)?,
         metadata: json_column(row, 9)?,
         is_public: row.get(10)?,
-        status: MediaStatus::parse(&status_text)
-            .ok_or_else(|| corrupt(11, format!("unknown status {status_text}")))?,
+        status: MediaStatus::parse(&status_text).ok_or_else(|| corrupt(11, format!("unknown status {status_text}")))?,
         created_at: Timestamp::from_unix_millis(row.get(12)?),
         updated_at: Timestamp::from_unix_millis(row.get(13)?),
         checksum: row.get(14)?,
         details: json_column(row, 15)?,
         variants: json_column(row, 16)?.unwrap_or_default(),
     };
-    Ok(MediaRecord {
-        media,
-        storage_key: row.get(17)?,
-    })
+    Ok(MediaRecord { media, storage_key: row.get(17)? })
 }
 
 fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<UploadSession> {
@@ -352,9 +358,7 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<UploadSession> {
         storage_key: row.get(2)?,
         backend_upload_id: row.get(3)?,
         original_name: row.get(4)?,
-        declared_size: declared
-            .map(|n| u64::try_from(n).map_err(|_| corrupt(5, "negative size")))
-            .transpose()?,
+        declared_size: declared.map(|n| u64::try_from(n).map_err(|_| corrupt(5, "negative size"))).transpose()?,
         entity_id: row.get(6)?,
         entity_type: row.get(7)?,
         is_public: row.get(8)?,
@@ -368,8 +372,8 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<UploadSession> {
 /// The 19 column values of a media row, in `MEDIA_COLUMNS` order plus `name_folded` last.
 fn media_values(record: &MediaRecord) -> Result<Vec<SqlValue>, StoreError> {
     let m = &record.media;
-    let variants = serde_json::to_string(&m.variants)
-        .map_err(|e| StoreError::Backend(format!("encode variants: {e}")))?;
+    let variants =
+        serde_json::to_string(&m.variants).map_err(|e| StoreError::Backend(format!("encode variants: {e}")))?;
     Ok(vec![
         m.id.clone().into(),
         m.media_type.as_str().to_owned().into(),
@@ -403,72 +407,45 @@ fn filter_clause(filter: &ListFilter) -> (Vec<String>, Vec<SqlValue>) {
     }
     match filter.status {
         None => conds.push(format!("status <> '{}'", MediaStatus::Deleted.as_str())),
-        Some(status) => conds.push(format!(
-            "status = {}",
-            bind(&mut args, status.as_str().to_owned())
-        )),
+        Some(status) => conds.push(format!("status = {}", bind(&mut args, status.as_str().to_owned()))),
     }
     if let Some(user_id) = &filter.user_id {
         conds.push(format!("user_id = {}", bind(&mut args, user_id.clone())));
     }
     if let Some(entity_id) = &filter.entity_id {
-        conds.push(format!(
-            "entity_id = {}",
-            bind(&mut args, entity_id.clone())
-        ));
+        conds.push(format!("entity_id = {}", bind(&mut args, entity_id.clone())));
     }
     if let Some(entity_type) = &filter.entity_type {
-        conds.push(format!(
-            "entity_type = {}",
-            bind(&mut args, entity_type.clone())
-        ));
+        conds.push(format!("entity_type = {}", bind(&mut args, entity_type.clone())));
     }
     if let Some(media_type) = filter.media_type {
-        conds.push(format!(
-            "type = {}",
-            bind(&mut args, media_type.as_str().to_owned())
-        ));
+        conds.push(format!("type = {}", bind(&mut args, media_type.as_str().to_owned())));
     }
     if let Some(is_public) = filter.is_public {
-        conds.push(format!(
-            "is_public = {}",
-            bind(&mut args, i64::from(is_public))
-        ));
+        conds.push(format!("is_public = {}", bind(&mut args, i64::from(is_public))));
     }
     match &filter.visibility {
         Visibility::All => {}
         Visibility::PublicOnly => conds.push("is_public = 1".into()),
         Visibility::PublicOr { user_id } => {
-            conds.push(format!(
-                "(is_public = 1 OR user_id = {})",
-                bind(&mut args, user_id.clone())
-            ));
+            conds.push(format!("(is_public = 1 OR user_id = {})", bind(&mut args, user_id.clone())));
         }
     }
     if let Some(q) = &filter.q {
-        conds.push(format!(
-            "instr(name_folded, {}) > 0",
-            bind(&mut args, q.to_lowercase())
-        ));
+        conds.push(format!("instr(name_folded, {}) > 0", bind(&mut args, q.to_lowercase())));
     }
     (conds, args)
 }
 
-fn list_blocking(
-    conn: &mut Connection,
-    filter: &ListFilter,
-    after: Option<CursorKey>,
-) -> Result<Page, StoreError> {
+fn list_blocking(conn: &mut Connection, filter: &ListFilter, after: Option<CursorKey>) -> Result<Page, StoreError> {
     let limit = clamp_limit(filter.limit);
     let (mut conds, mut args) = filter_clause(filter);
     // One read transaction: the count and the page come from the same snapshot.
     let tx = conn.transaction().map_err(backend)?;
     let total: i64 = tx
-        .query_row(
-            &format!("SELECT COUNT(*) FROM media WHERE {}", conds.join(" AND ")),
-            params_from_iter(&args),
-            |r| r.get(0),
-        )
+        .query_row(&format!("SELECT COUNT(*) FROM media WHERE {}", conds.join(" AND ")), params_from_iter(&args), |r| {
+            r.get(0)
+        })
         .map_err(backend)?;
 
     let (cmp, dir) = match filter.sort {
@@ -480,9 +457,7 @@ fn list_blocking(
         let t = args.len();
         args.push(key.id.into());
         let i = args.len();
-        conds.push(format!(
-            "(created_at {cmp} ?{t} OR (created_at = ?{t} AND id {cmp} ?{i}))"
-        ));
+        conds.push(format!("(created_at {cmp} ?{t} OR (created_at = ?{t} AND id {cmp} ?{i}))"));
     }
     // One extra row tells whether another page follows.
     args.push(i64::from(limit + 1).into());
@@ -493,33 +468,18 @@ fn list_blocking(
     );
     let mut items = {
         let mut stmt = tx.prepare(&sql).map_err(backend)?;
-        let rows = stmt
-            .query_map(params_from_iter(&args), media_from_row)
-            .map_err(backend)?;
-        rows.map(|r| r.map(|rec| rec.media))
-            .collect::<Result<Vec<Media>, _>>()
-            .map_err(backend)?
+        let rows = stmt.query_map(params_from_iter(&args), media_from_row).map_err(backend)?;
+        rows.map(|r| r.map(|rec| rec.media)).collect::<Result<Vec<Media>, _>>().map_err(backend)?
     };
     tx.finish().map_err(backend)?;
 
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|m| {
-            CursorKey {
-                created_at_millis: m.created_at.unix_millis(),
-                id: m.id.clone(),
-            }
-            .encode()
-        })
+        items.last().map(|m| CursorKey { created_at_millis: m.created_at.unix_millis(), id: m.id.clone() }.encode())
     } else {
         None
     };
-    Ok(Page {
-        items,
-        total: total as u64,
-        limit,
-        next_cursor,
-    })
+    Ok(Page { items, total: total as u64, limit, next_cursor })
 }
 
 #[async_trait]
@@ -528,10 +488,8 @@ impl MediaStore for SqliteStore {
         let values = media_values(record)?;
         let id = record.media.id.clone();
         self.write(move |conn| {
-            let sql = format!(
-                "INSERT INTO media ({MEDIA_COLUMNS}, name_folded) VALUES ({})",
-                placeholders(values.len())
-            );
+            let sql =
+                format!("INSERT INTO media ({MEDIA_COLUMNS}, name_folded) VALUES ({})", placeholders(values.len()));
             match conn.execute(&sql, params_from_iter(&values)) {
                 Ok(_) => Ok(()),
                 Err(e) if extended_code(&e) == Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
@@ -564,10 +522,7 @@ impl MediaStore for SqliteStore {
                 .map(|(i, col)| format!("{} = ?{}", col.trim(), i + 1))
                 .collect();
             let sql = format!("UPDATE media SET {} WHERE id = ?1", sets.join(", "));
-            match conn
-                .execute(&sql, params_from_iter(&values))
-                .map_err(backend)?
-            {
+            match conn.execute(&sql, params_from_iter(&values)).map_err(backend)? {
                 0 => Err(StoreError::NotFound),
                 _ => Ok(()),
             }
@@ -576,27 +531,16 @@ impl MediaStore for SqliteStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
-        let after = filter
-            .cursor
-            .as_deref()
-            .map(CursorKey::decode)
-            .transpose()?;
+        let after = filter.cursor.as_deref().map(CursorKey::decode).transpose()?;
         let filter = filter.clone();
-        self.read(move |conn| list_blocking(conn, &filter, after))
-            .await
+        self.read(move |conn| list_blocking(conn, &filter, after)).await
     }
 
-    async fn claim_idempotency(
-        &self,
-        scope_key: &str,
-        media_id: &str,
-    ) -> Result<Option<String>, StoreError> {
+    async fn claim_idempotency(&self, scope_key: &str, media_id: &str) -> Result<Option<String>, StoreError> {
         let (key, media_id) = (scope_key.to_owned(), media_id.to_owned());
         self.write(move |conn| {
             // IMMEDIATE: the insert-or-read pair is atomic against other processes too.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let inserted = tx
                 .execute(
                     "INSERT INTO idempotency (scope_key, media_id, created_at) VALUES (?1, ?2, ?3) \
@@ -608,12 +552,8 @@ impl MediaStore for SqliteStore {
                 None
             } else {
                 Some(
-                    tx.query_row(
-                        "SELECT media_id FROM idempotency WHERE scope_key = ?1",
-                        [&key],
-                        |r| r.get(0),
-                    )
-                    .map_err(backend)?,
+                    tx.query_row("SELECT media_id FROM idempotency WHERE scope_key = ?1", [&key], |r| r.get(0))
+                        .map_err(backend)?,
                 )
             };
             tx.commit().map_err(backend)?;
@@ -625,12 +565,9 @@ impl MediaStore for SqliteStore {
     async fn release_idempotency(&self, scope_key: &str, media_id: &str) -> Result<(), StoreError> {
         let (key, media_id) = (scope_key.to_owned(), media_id.to_owned());
         self.write(move |conn| {
-            conn.execute(
-                "DELETE FROM idempotency WHERE scope_key = ?1 AND media_id = ?2",
-                [key, media_id],
-            )
-            .map(drop)
-            .map_err(backend)
+            conn.execute("DELETE FROM idempotency WHERE scope_key = ?1 AND media_id = ?2", [key, media_id])
+                .map(drop)
+                .map_err(backend)
         })
         .await
     }
@@ -642,10 +579,7 @@ impl MediaStore for SqliteStore {
             s.storage_key.clone().into(),
             s.backend_upload_id.clone().into(),
             s.original_name.clone().into(),
-            s.declared_size
-                .map(|n| to_i64(n, "declared size"))
-                .transpose()?
-                .into(),
+            s.declared_size.map(|n| to_i64(n, "declared size")).transpose()?.into(),
             s.entity_id.clone().into(),
             s.entity_type.clone().into(),
             i64::from(s.is_public).into(),
@@ -656,10 +590,7 @@ impl MediaStore for SqliteStore {
         ];
         let id = s.upload_id.clone();
         self.write(move |conn| {
-            let sql = format!(
-                "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({})",
-                placeholders(values.len())
-            );
+            let sql = format!("INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({})", placeholders(values.len()));
             match conn.execute(&sql, params_from_iter(&values)) {
                 Ok(_) => Ok(()),
                 Err(e) if extended_code(&e) == Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
@@ -681,11 +612,7 @@ impl MediaStore for SqliteStore {
 
     async fn record_part(&self, upload_id: &str, part: &UploadPart) -> Result<(), StoreError> {
         let id = upload_id.to_owned();
-        let (number, size, etag) = (
-            i64::from(part.part_number),
-            to_i64(part.size, "part size")?,
-            part.etag.clone(),
-        );
+        let (number, size, etag) = (i64::from(part.part_number), to_i64(part.size, "part size")?, part.etag.clone());
         self.write(move |conn| {
             let result = conn.execute(
                 "INSERT INTO upload_parts (upload_id, part_number, size, etag) VALUES (?1, ?2, ?3, ?4) \
@@ -727,23 +654,15 @@ impl MediaStore for SqliteStore {
         self.write(move |conn| {
             // The foreign key cascades to the parts; deleting them first as well keeps this
             // correct even on a connection where foreign keys were left off.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            tx.execute("DELETE FROM upload_parts WHERE upload_id = ?1", [&id])
-                .map_err(backend)?;
-            tx.execute("DELETE FROM uploads WHERE upload_id = ?1", [&id])
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            tx.execute("DELETE FROM upload_parts WHERE upload_id = ?1", [&id]).map_err(backend)?;
+            tx.execute("DELETE FROM uploads WHERE upload_id = ?1", [&id]).map_err(backend)?;
             tx.commit().map_err(backend)
         })
         .await
     }
 
-    async fn expired_uploads(
-        &self,
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<UploadSession>, StoreError> {
+    async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<UploadSession>, StoreError> {
         let limit = i64::from(clamp_janitor_limit(limit));
         self.read(move |conn| {
             let mut stmt = conn
@@ -759,11 +678,7 @@ impl MediaStore for SqliteStore {
 
     async fn health_check(&self) -> Result<(), StoreError> {
         self.read(|conn| {
-            conn.query_row("SELECT COUNT(*) FROM media WHERE 0", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(drop)
-            .map_err(backend)
+            conn.query_row("SELECT COUNT(*) FROM media WHERE 0", [], |r| r.get::<_, i64>(0)).map(drop).map_err(backend)
         })
         .await
     }
@@ -771,8 +686,5 @@ impl MediaStore for SqliteStore {
 
 /// `?1, ?2, .., ?n`.
 fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
 }

@@ -4,13 +4,14 @@
 //! an environment variable (`NATS_SERVER_BIN`, ...) overrides the path. Failing to start a server
 //! panics with the reason: a test cannot go on without it.
 
-mod mongo;
 mod fixtures;
+pub mod jwt_keys;
+mod mongo;
 mod nats;
 mod seaweed;
 
-pub use mongo::MongoServer;
 pub use fixtures::{MediaFiles, media_files};
+pub use mongo::MongoServer;
 pub use nats::NatsServer;
 pub use seaweed::SeaweedS3;
 

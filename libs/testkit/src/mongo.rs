@@ -29,12 +29,7 @@ impl MongoServer {
     pub fn start() -> Self {
         let database = unique_database_name();
         if let Some(uri) = std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty()) {
-            return Self {
-                uri,
-                database,
-                child: None,
-                _dir: None,
-            };
+            return Self { uri, database, child: None, _dir: None };
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
@@ -52,12 +47,8 @@ impl MongoServer {
             .spawn()
             .expect("spawn nx-27017");
         // Built before waiting so a start timeout (a panic) still kills the child on drop.
-        let server = Self {
-            uri: format!("mongodb://127.0.0.1:{port}/"),
-            database,
-            child: Some(child),
-            _dir: Some(dir),
-        };
+        let server =
+            Self { uri: format!("mongodb://127.0.0.1:{port}/"), database, child: Some(child), _dir: Some(dir) };
         wait_for_port(port, Duration::from_secs(15), "nx-27017");
         server
     }
@@ -89,12 +80,6 @@ impl Drop for MongoServer {
 
 fn unique_database_name() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!(
-        "mediabus_test_{}_{}_{millis}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("mediabus_test_{}_{}_{millis}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }

@@ -148,8 +148,7 @@ fn distinct_free_ports() -> [u16; 8] {
     // Held open together so the OS hands out eight different ports.
     let listeners: Vec<TcpListener> =
         (0..8).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
-    let ports: Vec<u16> =
-        listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
     ports.try_into().expect("eight ports")
 }
 

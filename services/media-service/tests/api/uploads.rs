@@ -171,7 +171,8 @@ async fn a_retried_upload_complete_with_the_same_idempotency_key_returns_the_fir
     let app = TestApp::spawn().await;
     let alice = token("alice", "user");
     let png = read(&media_files().png);
-    let created = app.call("upload.create", json!({"originalName": "p.png", "size": png.len()}), Some(&alice)).await.unwrap();
+    let created =
+        app.call("upload.create", json!({"originalName": "p.png", "size": png.len()}), Some(&alice)).await.unwrap();
     let id = created["uploadId"].as_str().unwrap();
     app.send_part(&alice, id, 1, &png).await.unwrap();
     let mut headers = HeaderMap::new();
@@ -181,7 +182,10 @@ async fn a_retried_upload_complete_with_the_same_idempotency_key_returns_the_fir
     assert_eq!(first, retry);
     assert_eq!(first["checksum"], sha256(&png));
     // Without the key, the finished session is simply gone.
-    assert_eq!(status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await), (404, "UPLOAD_NOT_FOUND".into()));
+    assert_eq!(
+        status(app.call("upload.complete", json!({"uploadId": id}), Some(&alice)).await),
+        (404, "UPLOAD_NOT_FOUND".into())
+    );
 }
 
 #[tokio::test]

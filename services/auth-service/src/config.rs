@@ -1,0 +1,190 @@
+//! Settings, layered: built-in defaults (`defaults.toml`) → `config/auth-service.toml` (optional)
+//! → environment `MEDIABUS__SECTION__KEY` (`__` separates levels), as in the media service.
+
+use mediabus_auth::{KeyConfig, SigningKeyConfig};
+use mediabus_store::StoreConfig;
+use serde::Deserialize;
+
+/// Everything the auth service reads at start-up. See `defaults.toml` for each key's meaning.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub nats: NatsSettings,
+    pub service: ServiceSettings,
+    pub store: StoreConfig,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NatsSettings {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceSettings {
+    pub queue_group: String,
+    pub max_concurrency: usize,
+    /// Milliseconds.
+    pub request_timeout_ms: u64,
+    /// Bytes.
+    pub max_payload_bytes: usize,
+}
+
+/// Tokens, passwords, throttling and the first admin (the `[auth]` section).
+#[derive(Clone, Deserialize)]
+pub struct AuthSettings {
+    /// `iss` of every access token.
+    pub issuer: String,
+    /// `aud` of every access token.
+    pub audience: String,
+    /// Access-token lifetime, seconds.
+    pub access_ttl_secs: u64,
+    /// Refresh-token lifetime, seconds (each rotation starts a new one).
+    pub refresh_ttl_secs: u64,
+    /// bcrypt work factor, 4..=31.
+    pub bcrypt_cost: u32,
+    /// Shortest password, in characters.
+    pub password_min_chars: usize,
+    /// Failed logins per account within the window before 429; 0 = no throttling.
+    pub max_failed_logins: u32,
+    /// Seconds.
+    pub failed_login_window_secs: u64,
+    /// Email of the first admin; empty = none.
+    pub admin_email: String,
+    /// Creates the first admin's account when it does not exist; empty = only promote.
+    pub admin_password: String,
+    /// Name of the first admin's account when it is created.
+    pub admin_name: String,
+    /// Seconds between purges of expired refresh tokens and login counters.
+    pub sweep_interval_secs: u64,
+    /// Service-token lifetime, seconds.
+    pub service_token_ttl_secs: u64,
+    /// The key new access tokens are signed with.
+    pub signing_key: SigningKeyConfig,
+    /// Further verification keys (rotation; the public half of an RS256 / EdDSA signing key).
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// Backend services allowed to obtain `service` tokens.
+    #[serde(default)]
+    pub service_accounts: Vec<ServiceAccount>,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets (admin password, key material) stay out of logs.
+        let kids: Vec<&str> = self.keys.iter().map(|k| k.kid.as_str()).collect();
+        let services: Vec<&str> = self.service_accounts.iter().map(|s| s.id.as_str()).collect();
+        f.debug_struct("AuthSettings")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("access_ttl_secs", &self.access_ttl_secs)
+            .field("refresh_ttl_secs", &self.refresh_ttl_secs)
+            .field("bcrypt_cost", &self.bcrypt_cost)
+            .field("password_min_chars", &self.password_min_chars)
+            .field("max_failed_logins", &self.max_failed_logins)
+            .field("failed_login_window_secs", &self.failed_login_window_secs)
+            .field("admin_email", &self.admin_email)
+            .field("signing_key", &self.signing_key)
+            .field("kids", &kids)
+            .field("service_accounts", &services)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A backend service that may exchange its secret for a `service` token.
+#[derive(Clone, Deserialize)]
+pub struct ServiceAccount {
+    /// The token's `sub`, and what logs name the service by.
+    pub id: String,
+    /// Lowercase hex SHA-256 of the service's secret (the secret itself is not configured here).
+    pub secret_sha256: String,
+}
+
+/// Longest lifetime or window accepted, in seconds (10 years): keeps timestamp arithmetic far
+/// from overflow and catches unit mistakes (milliseconds given as seconds).
+const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
+
+impl AuthSettings {
+    /// Checks ranges the types cannot express. The message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return Err(format!("auth.bcrypt_cost must be 4..=31, not {}", self.bcrypt_cost));
+        }
+        if !(1..=72).contains(&self.password_min_chars) {
+            return Err("auth.password_min_chars must be 1..=72".into());
+        }
+        for (key, value) in [
+            ("access_ttl_secs", self.access_ttl_secs),
+            ("refresh_ttl_secs", self.refresh_ttl_secs),
+            ("failed_login_window_secs", self.failed_login_window_secs),
+            ("sweep_interval_secs", self.sweep_interval_secs),
+            ("service_token_ttl_secs", self.service_token_ttl_secs),
+        ] {
+            if !(1..=MAX_SECS).contains(&value) {
+                return Err(format!("auth.{key} must be 1..={MAX_SECS} seconds, not {value}"));
+            }
+        }
+        for account in &self.service_accounts {
+            let hex = &account.secret_sha256;
+            if account.id.is_empty() || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "auth.service_accounts: {:?} needs an id and secret_sha256 as 64 hex digits",
+                    account.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Loads the layers. Errors name the key that is missing or has the wrong type.
+    pub fn load() -> Result<Self, config::ConfigError> {
+        let dir = std::env::var("MEDIABUS_CONFIG_DIR").unwrap_or_else(|_| "config".into());
+        Self::builder()
+            .add_source(config::File::with_name(&format!("{dir}/auth-service")).required(false))
+            .add_source(
+                config::Environment::with_prefix("MEDIABUS").prefix_separator("__").separator("__").try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()
+    }
+
+    /// The built-in defaults alone (no file, no environment): the base tests start from.
+    pub fn defaults() -> Self {
+        Self::builder().build().and_then(|c| c.try_deserialize()).expect("defaults.toml is valid")
+    }
+
+    fn builder() -> config::ConfigBuilder<config::builder::DefaultState> {
+        config::Config::builder()
+            .add_source(config::File::from_str(include_str!("../defaults.toml"), config::FileFormat::Toml))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let settings = Settings::defaults();
+        assert_eq!(settings.service.queue_group, "auth");
+        assert_eq!(settings.auth.bcrypt_cost, 12);
+        assert_eq!(settings.auth.access_ttl_secs, 900);
+        assert_eq!(settings.auth.max_failed_logins, 5);
+        assert!(settings.auth.keys.is_empty());
+        settings.auth.validate().unwrap();
+        // Debug output never shows the signing secret.
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("dev-only-secret"), "{shown}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let mut auth = Settings::defaults().auth;
+        auth.bcrypt_cost = 3;
+        assert!(auth.validate().unwrap_err().contains("bcrypt_cost"));
+        auth.bcrypt_cost = 10;
+        auth.access_ttl_secs = 0;
+        assert!(auth.validate().unwrap_err().contains("access_ttl_secs"));
+    }
+}

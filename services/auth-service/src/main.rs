@@ -1,0 +1,44 @@
+//! auth-service: serves `auth.register`, `auth.login`, `auth.refresh`, `auth.logout`, `auth.me`
+//! (and `auth.serviceToken`) on NATS queue group `auth` (DESIGN §5, §6). Start more processes to
+//! scale; SIGTERM drains one.
+//!
+//! Run: `cargo run --release -p auth-service` (settings: `services/auth-service/defaults.toml`,
+//! then `config/auth-service.toml`, then `MEDIABUS__SECTION__KEY` variables, e.g.
+//! `MEDIABUS__AUTH__BCRYPT_COST`, `MEDIABUS__AUTH__ADMIN_EMAIL`). Prints `READY` on stdout once
+//! serving.
+
+use std::process::ExitCode;
+
+use auth_service::Settings;
+
+// One thread per process, as the media worker: handlers mostly wait on the store, and bcrypt (the
+// CPU-heavy part) runs on tokio's blocking pool, one hash per core. Scale with more processes.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    mediabus_telemetry::init();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    let nats = match mediabus_rpc::connect(&settings.nats.url, "auth-service", 1024).await {
+        Ok(nats) => nats,
+        Err(e) => {
+            tracing::error!(error = %e, url = %settings.nats.url, "cannot connect to NATS");
+            return ExitCode::FAILURE;
+        }
+    };
+    match auth_service::start(settings, nats).await {
+        Ok(running) => {
+            println!("READY");
+            running.run_until_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            ExitCode::FAILURE
+        }
+    }
+}
