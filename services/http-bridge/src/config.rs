@@ -26,25 +26,14 @@ pub struct HttpSettings {
 }
 
 impl Settings {
-    /// Loads the layers. Errors name the key that is missing or has the wrong type.
-    pub fn load() -> Result<Self, config::ConfigError> {
-        let dir = std::env::var("MEDIABUS_CONFIG_DIR").unwrap_or_else(|_| "config".into());
-        Self::builder()
-            .add_source(config::File::with_name(&format!("{dir}/http-bridge")).required(false))
-            .add_source(
-                config::Environment::with_prefix("MEDIABUS").prefix_separator("__").separator("__").try_parsing(true),
-            )
-            .build()?
-            .try_deserialize()
+    /// Loads built-in defaults, `config/http-bridge.toml` and `MEDIABUS__*` (see `mediabus_config`).
+    /// Errors name the key that is missing or has the wrong type.
+    pub fn load() -> Result<Self, mediabus_config::ConfigError> {
+        mediabus_config::load("http-bridge", include_str!("../defaults.toml"))
     }
 
-    /// The built-in defaults alone: the base tests start from.
+    /// The built-in defaults alone (no file, no environment): the base tests start from.
     pub fn defaults() -> Self {
-        Self::builder().build().and_then(|c| c.try_deserialize()).expect("defaults.toml is valid")
-    }
-
-    fn builder() -> config::ConfigBuilder<config::builder::DefaultState> {
-        config::Config::builder()
-            .add_source(config::File::from_str(include_str!("../defaults.toml"), config::FileFormat::Toml))
+        mediabus_config::defaults(include_str!("../defaults.toml"))
     }
 }

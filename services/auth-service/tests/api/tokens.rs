@@ -170,13 +170,11 @@ async fn the_media_service_verifier_accepts_minted_tokens() {
         audience: String,
         keys: Vec<KeyConfig>,
     }
-    let media_defaults = concat!(env!("CARGO_MANIFEST_DIR"), "/../media-service/defaults.toml");
-    let media: MediaAuth = config::Config::builder()
-        .add_source(config::File::with_name(media_defaults))
-        .build()
-        .unwrap()
-        .get("auth")
-        .unwrap();
+    #[derive(serde::Deserialize)]
+    struct MediaDefaults {
+        auth: MediaAuth,
+    }
+    let media = mediabus_config::defaults::<MediaDefaults>(include_str!("../../../media-service/defaults.toml")).auth;
     let verifier = Verifier::new(&media.keys, &media.issuer, &media.audience).unwrap();
     let caller = verifier.verify(access(&session)).unwrap();
     assert_eq!(caller, Identity { user_id: session["user"]["id"].as_str().unwrap().into(), roles: vec![Role::User] });
