@@ -18,7 +18,7 @@ mod service_api;
 pub use client::RpcClient;
 pub use error::{RpcError, codes};
 pub use router::{Body, Ctx, Router};
-pub use service::{Running, ServeError, Service, ServiceConfig, shutdown_signal};
+pub use service::{Running, ServeError, Service, ServiceConfig, ServiceSettings, run_worker, shutdown_signal};
 
 /// Headers a service passes on when it calls another: identity and W3C trace context (DESIGN §3).
 pub const FORWARDED_HEADERS: [&str; 2] = ["Authorization", "traceparent"];

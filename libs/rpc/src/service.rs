@@ -2,6 +2,7 @@
 //! group, with a concurrency limit, a per-request timeout, panic isolation, the NestJS envelope on
 //! every reply, the NATS service API (`$SRV.*`), and a graceful shutdown that loses no request.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +63,60 @@ impl ServiceConfig {
             request_timeout: Duration::from_secs(30),
             max_payload: 1024 * 1024,
             drain_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The `[service]` section of a worker's settings (keys as in each worker's `defaults.toml`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ServiceSettings {
+    /// Queue group shared by all members of the service.
+    pub queue_group: String,
+    /// Requests handled at once per worker.
+    pub max_concurrency: usize,
+    /// Longest a request may run, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Largest message body, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl ServiceSettings {
+    /// The [`ServiceConfig`] of service `name` at `version` with these settings.
+    pub fn config(&self, name: &str, version: &str) -> ServiceConfig {
+        let mut config = ServiceConfig::new(name, version);
+        config.queue_group = self.queue_group.clone();
+        config.max_concurrency = self.max_concurrency;
+        config.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        config.max_payload = self.max_payload_bytes;
+        config
+    }
+}
+
+/// The `main` of a worker binary after its settings are loaded: connects to `nats_url` as `name`,
+/// runs `start`, prints `READY` on stdout (for supervisors and tests), serves until SIGTERM or
+/// SIGINT and drains. Failing to connect or start is logged and yields a failure exit code.
+pub async fn run_worker<F, Fut, E>(name: &str, nats_url: &str, start: F) -> std::process::ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<Running, E>>,
+    E: std::fmt::Display,
+{
+    let nats = match crate::connect(nats_url, name, 1024).await {
+        Ok(nats) => nats,
+        Err(e) => {
+            tracing::error!(error = %e, url = %nats_url, "cannot connect to NATS");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match start(nats).await {
+        Ok(running) => {
+            println!("READY");
+            running.run_until_signal().await;
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -2,6 +2,7 @@
 //! → environment `MEDIABUS__SECTION__KEY` (`__` separates levels), as in the media service.
 
 use mediabus_auth::{KeyConfig, SigningKeyConfig};
+pub use mediabus_rpc::ServiceSettings;
 use mediabus_store::StoreConfig;
 use serde::Deserialize;
 
@@ -17,16 +18,6 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct NatsSettings {
     pub url: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ServiceSettings {
-    pub queue_group: String,
-    pub max_concurrency: usize,
-    /// Milliseconds.
-    pub request_timeout_ms: u64,
-    /// Bytes.
-    pub max_payload_bytes: usize,
 }
 
 /// Tokens, passwords, throttling and the first admin (the `[auth]` section).

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mediabus_contracts::Timestamp;
-use mediabus_rpc::{Router, Running, Service, ServiceConfig};
+use mediabus_rpc::{Router, Running, Service};
 use mediabus_store::UserStore;
 
 pub use config::Settings;
@@ -106,11 +106,7 @@ pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runni
     bootstrap::ensure_admin(&state).await?;
     tokio::spawn(sweep_expired(state.clone(), Duration::from_secs(settings.auth.sweep_interval_secs)));
 
-    let mut config = ServiceConfig::new("auth", env!("CARGO_PKG_VERSION"));
-    config.queue_group = settings.service.queue_group.clone();
-    config.max_concurrency = settings.service.max_concurrency;
-    config.request_timeout = Duration::from_millis(settings.service.request_timeout_ms);
-    config.max_payload = settings.service.max_payload_bytes;
+    let config = settings.service.config("auth", env!("CARGO_PKG_VERSION"));
     Ok(Service::new(config, router(), state).serve(nats).await?)
 }
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use mediabus_auth::KeyConfig;
+pub use mediabus_rpc::ServiceSettings;
 use mediabus_storage::S3Config;
 use mediabus_store::StoreConfig;
 use serde::Deserialize;
@@ -22,16 +23,6 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct NatsSettings {
     pub url: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ServiceSettings {
-    pub queue_group: String,
-    pub max_concurrency: usize,
-    /// Milliseconds.
-    pub request_timeout_ms: u64,
-    /// Bytes.
-    pub max_payload_bytes: usize,
 }
 
 /// Which file store holds the bytes.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mediabus_auth::Verifier;
 use mediabus_contracts::subjects;
-use mediabus_rpc::{Router, Running, Service, ServiceConfig};
+use mediabus_rpc::{Router, Running, Service};
 use mediabus_storage::BlobStore;
 use mediabus_store::MediaStore;
 
@@ -106,10 +106,6 @@ pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runni
     }));
     tokio::spawn(upload::sweep_expired(state.clone(), Duration::from_secs(settings.media.sweep_interval_secs.max(1))));
 
-    let mut config = ServiceConfig::new("media", env!("CARGO_PKG_VERSION"));
-    config.queue_group = settings.service.queue_group.clone();
-    config.max_concurrency = settings.service.max_concurrency;
-    config.request_timeout = Duration::from_millis(settings.service.request_timeout_ms);
-    config.max_payload = settings.service.max_payload_bytes;
+    let config = settings.service.config("media", env!("CARGO_PKG_VERSION"));
     Ok(Service::new(config, router(), state).serve(nats).await?)
 }

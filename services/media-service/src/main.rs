@@ -23,22 +23,6 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let nats = match mediabus_rpc::connect(&settings.nats.url, "media-service", 1024).await {
-        Ok(nats) => nats,
-        Err(e) => {
-            tracing::error!(error = %e, url = %settings.nats.url, "cannot connect to NATS");
-            return ExitCode::FAILURE;
-        }
-    };
-    match media_service::start(settings, nats).await {
-        Ok(running) => {
-            println!("READY");
-            running.run_until_signal().await;
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            ExitCode::FAILURE
-        }
-    }
+    let url = settings.nats.url.clone();
+    mediabus_rpc::run_worker("media-service", &url, |nats| media_service::start(settings, nats)).await
 }
