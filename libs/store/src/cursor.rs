@@ -8,6 +8,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use mediabus_contracts::{Media, Page};
+
 use crate::StoreError;
 
 /// Largest page size; larger requested limits are clamped to it.
@@ -50,6 +52,18 @@ impl CursorKey {
         }
         Ok(Self { created_at_millis, id: id.to_owned() })
     }
+}
+
+/// The page of a listing that fetched `limit + 1` rows: the extra row, if any, only says that a
+/// next page exists, and the last kept item becomes its cursor.
+pub(crate) fn page_from_overfetch(mut items: Vec<Media>, total: u64, limit: u32) -> Page {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|m| CursorKey { created_at_millis: m.created_at.unix_millis(), id: m.id.clone() }.encode())
+    } else {
+        None
+    };
+    Page { items, total, limit, next_cursor }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde_json::{Map, Number, Value};
 
-use crate::cursor::{CursorKey, clamp_limit};
+use crate::cursor::{CursorKey, clamp_limit, page_from_overfetch};
 use crate::{MediaStore, StoreError, UploadPart, UploadSession, clamp_janitor_limit, non_null};
 
 // `UserStore` for this backend; a child module so it shares the document helpers above.
@@ -470,14 +470,8 @@ impl MediaStore for MongoStore {
             .try_collect()
             .await
             .map_err(backend)?;
-        let mut items = docs.iter().map(|d| media_from_doc(d).map(|r| r.media)).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|m| CursorKey { created_at_millis: m.created_at.unix_millis(), id: m.id.clone() }.encode())
-        } else {
-            None
-        };
-        Ok(Page { items, total, limit, next_cursor })
+        let items = docs.iter().map(|d| media_from_doc(d).map(|r| r.media)).collect::<Result<Vec<_>, _>>()?;
+        Ok(page_from_overfetch(items, total, limit))
     }
 
     async fn claim_idempotency(&self, scope_key: &str, media_id: &str) -> Result<Option<String>, StoreError> {

@@ -23,7 +23,7 @@ use rusqlite::{
 use serde_json::Value;
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 
-use crate::cursor::{CursorKey, clamp_limit};
+use crate::cursor::{CursorKey, clamp_limit, page_from_overfetch};
 use crate::{MediaStore, StoreError, UploadPart, UploadSession, clamp_janitor_limit, non_null};
 
 // `UserStore` for this backend; a child module so it shares the connection helpers above.
@@ -466,20 +466,14 @@ fn list_blocking(conn: &mut Connection, filter: &ListFilter, after: Option<Curso
         conds.join(" AND "),
         args.len()
     );
-    let mut items = {
+    let items = {
         let mut stmt = tx.prepare(&sql).map_err(backend)?;
         let rows = stmt.query_map(params_from_iter(&args), media_from_row).map_err(backend)?;
         rows.map(|r| r.map(|rec| rec.media)).collect::<Result<Vec<Media>, _>>().map_err(backend)?
     };
     tx.finish().map_err(backend)?;
 
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|m| CursorKey { created_at_millis: m.created_at.unix_millis(), id: m.id.clone() }.encode())
-    } else {
-        None
-    };
-    Ok(Page { items, total: total as u64, limit, next_cursor })
+    Ok(page_from_overfetch(items, total as u64, limit))
 }
 
 #[async_trait]
