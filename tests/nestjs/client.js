@@ -2,7 +2,7 @@
 // Rust worker (rust.echo, rust.fail, rust.missing_type, rust.event, rust.headers) and prints
 // ONE JSON object with what it got. Expected RPC errors and timeouts are recorded in that
 // object; the exit code is 1 only on an unexpected crash. Nest's logs go to stderr.
-// Run: NATS_URL=nats://127.0.0.1:4222 node tests/nestjs/client.js
+// Run: NATS_URL=nats://127.0.0.1:4222 [NATS_USER=demo NATS_PASSWORD=...] node tests/nestjs/client.js
 // `run(req, natsModule)` takes the `require` to load Nest with and the name of the NATS
 // package that Nest version uses, so tests/nestjs12 can reuse this file.
 'use strict';
@@ -29,7 +29,13 @@ async function run(req, natsModule = 'nats') {
   Logger.overrideLogger(stderrLogger());
   const client = ClientProxyFactory.create({
     transport: Transport.NATS,
-    options: { servers: [process.env.NATS_URL || 'nats://127.0.0.1:4222'] },
+    // NATS_USER / NATS_PASSWORD: the `demo` user of nats/dev.conf under scripts/dev; unset in
+    // the tests (the harness's server lets a client without credentials in).
+    options: {
+      servers: [process.env.NATS_URL || 'nats://127.0.0.1:4222'],
+      user: process.env.NATS_USER,
+      pass: process.env.NATS_PASSWORD,
+    },
   });
   await client.connect();
 

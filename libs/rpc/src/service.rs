@@ -92,19 +92,21 @@ impl ServiceSettings {
     }
 }
 
-/// The `main` of a worker binary after its settings are loaded: connects to `nats_url` as `name`,
-/// runs `start`, prints `READY` on stdout (for supervisors and tests), serves until SIGTERM or
-/// SIGINT and drains. Failing to connect or start is logged and yields a failure exit code.
-pub async fn run_worker<F, Fut, E>(name: &str, nats_url: &str, start: F) -> std::process::ExitCode
+/// The `main` of a worker binary after its settings are loaded: connects to NATS with `nats`
+/// (connection name `name`), runs `start`, prints `READY` on stdout (for supervisors and tests),
+/// serves until SIGTERM or SIGINT and drains. Failing to connect or start is logged and yields a
+/// failure exit code.
+pub async fn run_worker<F, Fut, E>(name: &str, nats: &crate::NatsSettings, start: F) -> std::process::ExitCode
 where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = Result<Running, E>>,
     E: std::fmt::Display,
 {
-    let nats = match crate::connect(nats_url, name, 1024).await {
+    let settings = nats;
+    let nats = match settings.connect(name, 1024).await {
         Ok(nats) => nats,
         Err(e) => {
-            tracing::error!(error = %e, url = %nats_url, "cannot connect to NATS");
+            tracing::error!(error = %e, url = %settings.url, user = %settings.user, "cannot connect to NATS");
             return std::process::ExitCode::FAILURE;
         }
     };

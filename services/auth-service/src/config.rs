@@ -15,10 +15,8 @@ pub struct Settings {
     pub auth: AuthSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct NatsSettings {
-    pub url: String,
-}
+/// `[nats]`: URL, this service's user and password (see `defaults.toml`).
+pub use mediabus_rpc::NatsSettings;
 
 /// Tokens, passwords, throttling and the first admin (the `[auth]` section).
 #[derive(Clone, Deserialize)]

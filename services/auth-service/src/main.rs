@@ -23,6 +23,6 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let url = settings.nats.url.clone();
-    mediabus_rpc::run_worker("auth-service", &url, |nats| auth_service::start(settings, nats)).await
+    let nats = settings.nats.clone();
+    mediabus_rpc::run_worker("auth-service", &nats, |nats| auth_service::start(settings, nats)).await
 }

@@ -23,6 +23,6 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let url = settings.nats.url.clone();
-    mediabus_rpc::run_worker("media-service", &url, |nats| media_service::start(settings, nats)).await
+    let nats = settings.nats.clone();
+    mediabus_rpc::run_worker("media-service", &nats, |nats| media_service::start(settings, nats)).await
 }

@@ -1,8 +1,9 @@
 //! test-worker: serves the test subjects (`mediabus_e2e::test_router`) on queue group `test`, or
 //! with `--raw`, a bare async-nats echo responder on `bench.raw` (the benchmark's baseline).
 //!
-//! Usage: `NATS_URL=nats://127.0.0.1:4222 test-worker [--raw] [--name NAME]`. Prints `READY` on
-//! stdout once subscribed; SIGTERM/SIGINT drain and exit 0.
+//! Usage: `NATS_URL=nats://127.0.0.1:4222 [NATS_USER=demo NATS_PASSWORD=..] test-worker [--raw]
+//! [--name NAME]` (no user: no credentials). Prints `READY` on stdout once subscribed;
+//! SIGTERM/SIGINT drain and exit 0.
 
 use futures_util::StreamExt;
 use mediabus_e2e::{TestState, test_router};
@@ -15,7 +16,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let name = args.iter().position(|a| a == "--name").and_then(|i| args.get(i + 1)).map_or("worker", |s| s);
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let nats = mediabus_rpc::connect(&url, name, 4096).await?;
+    let mut settings = mediabus_rpc::NatsSettings::new(url);
+    if let Ok(user) = std::env::var("NATS_USER") {
+        settings = settings.with_user(user, std::env::var("NATS_PASSWORD").unwrap_or_default());
+    }
+    let nats = settings.connect(name, 4096).await?;
 
     if args.iter().any(|a| a == "--raw") {
         let mut requests = nats.queue_subscribe("bench.raw", "raw".into()).await?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use auth_service::Settings;
 use mediabus_auth::{KeyConfig, SigningKeyConfig};
-use mediabus_rpc::{RpcClient, RpcError, Running};
+use mediabus_rpc::{NatsSettings, RpcClient, RpcError, Running};
 use mediabus_store::{StoreConfig, UserStore};
 use mediabus_testkit::{MongoServer, NatsServer};
 use serde_json::{Value, json};
@@ -23,7 +23,7 @@ pub enum Docs {
 }
 
 pub struct TestApp {
-    nats_server: NatsServer,
+    _nats_server: NatsServer,
     pub rpc: RpcClient,
     pub settings: Settings,
     /// Direct access to what the workers store.
@@ -62,7 +62,7 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let nats_server = NatsServer::start();
         let mut settings = test_settings(&dir);
-        settings.nats.url = nats_server.url();
+        settings.nats = NatsSettings::new(nats_server.url()).with_user("auth", nats_server.password("auth"));
         let mut mongo = None;
         if let Docs::Mongo = docs {
             let server = MongoServer::start();
@@ -71,10 +71,12 @@ impl TestApp {
             mongo = Some(server);
         }
         configure(&mut settings);
-        let rpc =
-            RpcClient::new(async_nats::connect(nats_server.url()).await.unwrap()).with_timeout(Duration::from_secs(30));
+        // The test calls the subjects as a backend service would.
+        let backend = NatsSettings::new(nats_server.url()).with_user("backend", nats_server.password("backend"));
+        let rpc = RpcClient::new(backend.connect("backend", 1024).await.unwrap()).with_timeout(Duration::from_secs(30));
         let store = mediabus_store::open_users(&settings.store).await.unwrap();
-        let mut app = Self { nats_server, rpc, settings, store, workers: Vec::new(), _dir: dir, _mongo: mongo };
+        let mut app =
+            Self { _nats_server: nats_server, rpc, settings, store, workers: Vec::new(), _dir: dir, _mongo: mongo };
         app.add_worker().await;
         app
     }
@@ -89,7 +91,7 @@ impl TestApp {
     /// Starts a worker with `settings` on this app's NATS server (for start-up checks).
     pub async fn start_worker(&self, settings: Settings) -> Result<Running, auth_service::StartError> {
         let name = format!("auth-{}", self.workers.len());
-        let nats = mediabus_rpc::connect(&self.nats_server.url(), &name, 1024).await.unwrap();
+        let nats = settings.nats.connect(&name, 1024).await.unwrap();
         let running = auth_service::start(settings, nats.clone()).await?;
         nats.flush().await.unwrap();
         Ok(running)
