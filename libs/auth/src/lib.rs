@@ -28,12 +28,18 @@
 //! assert_eq!(caller.user_id, "user-1");
 //! ```
 
+mod content;
+
+pub use content::{CONTENT_AUDIENCE, ContentGrant, ContentSigner};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// A caller's role. `service` is a trusted backend acting for any user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,12 +149,58 @@ fn read_pem(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<St
 }
 
 /// Verifies access tokens against a set of keys, an issuer and an audience.
+///
+/// Remembers the tokens it verified (see [`TOKEN_CACHE_CAPACITY`]), so a caller repeating its
+/// token skips the signature check and JSON decoding until the token's `exp`. Clones share that
+/// memory.
 #[derive(Clone)]
 pub struct Verifier {
     keys: HashMap<String, (DecodingKey, Algorithm)>,
     default_kid: String,
     issuer: String,
     audience: String,
+    cache: Arc<TokenCache>,
+}
+
+/// Most verified tokens a [`Verifier`] remembers. Entries hold a SHA-256 of the token (never the
+/// token), the caller and `exp`: a few hundred bytes each.
+pub const TOKEN_CACHE_CAPACITY: usize = 4096;
+
+/// Verified tokens: SHA-256 of the token → (caller, `exp`).
+///
+/// Sound because verification is a pure function of the token, the fixed keys, issuer and
+/// audience, and the clock: a token that verified keeps verifying until `exp` passes (`nbf` only
+/// delays validity; there is no revocation of access tokens). So a hit is served only while
+/// `now <= exp`, exactly the window in which a fresh verification would succeed. Failures are
+/// never cached.
+#[derive(Default)]
+struct TokenCache {
+    entries: Mutex<HashMap<[u8; 32], (Identity, u64)>>,
+}
+
+impl TokenCache {
+    fn get(&self, digest: &[u8; 32], now: u64) -> Option<Identity> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(digest).filter(|(_, exp)| now <= *exp).map(|(identity, _)| identity.clone())
+    }
+
+    fn insert(&self, digest: [u8; 32], identity: Identity, exp: u64, now: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= TOKEN_CACHE_CAPACITY && !entries.contains_key(&digest) {
+            entries.retain(|_, (_, exp)| now <= *exp);
+            // Still full of live tokens: start over rather than track recency; refilling costs one
+            // verification per caller, and clearing keeps inserts amortised O(1).
+            if entries.len() >= TOKEN_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(digest, (identity, exp));
+    }
+}
+
+/// Seconds since the Unix epoch, the clock `exp` is checked against (as `jsonwebtoken` does).
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl std::fmt::Debug for Verifier {
@@ -183,7 +235,13 @@ impl Verifier {
             };
             map.insert(key.kid.clone(), (decoding, algorithm));
         }
-        Ok(Self { keys: map, default_kid: first.kid.clone(), issuer: issuer.to_owned(), audience: audience.to_owned() })
+        Ok(Self {
+            keys: map,
+            default_kid: first.kid.clone(),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            cache: Arc::default(),
+        })
     }
 
     /// Verifies signature, `exp`, `nbf`, `iss` and `aud` (no leeway: clocks of one deployment
@@ -193,6 +251,18 @@ impl Verifier {
     /// (malformed, unknown `kid`, wrong algorithm, bad signature, not yet valid, wrong issuer or
     /// audience, no roles).
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = unix_now();
+        if let Some(identity) = self.cache.get(&digest, now) {
+            return Ok(identity);
+        }
+        let (identity, exp) = self.verify_uncached(token)?;
+        self.cache.insert(digest, identity.clone(), exp, now);
+        Ok(identity)
+    }
+
+    /// [`Verifier::verify`] without the cache; also returns the token's `exp`.
+    fn verify_uncached(&self, token: &str) -> Result<(Identity, u64), AuthError> {
         let header = decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
         let kid = header.kid.as_deref().unwrap_or(&self.default_kid);
         let (key, algorithm) = self.keys.get(kid).ok_or(AuthError::Invalid("unknown key id"))?;
@@ -218,7 +288,7 @@ impl Verifier {
         if claims.roles.is_empty() || claims.sub.is_empty() {
             return Err(AuthError::Invalid("no subject or roles"));
         }
-        Ok(Identity { user_id: claims.sub, roles: claims.roles })
+        Ok((Identity { user_id: claims.sub, roles: claims.roles }, claims.exp))
     }
 
     /// The caller of a request: `None` (anonymous) without an `Authorization` header; a refusal
@@ -469,5 +539,66 @@ mod tests {
         let unsigned =
             format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", token(claims(60), None).split('.').nth(1).unwrap());
         assert!(v.verify(&unsigned).is_err());
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_expired() {
+        let v = verifier();
+        let exp = now() + 1;
+        let mut short = claims(0);
+        short["exp"] = exp.into();
+        let t = token(short, Some("k1"));
+        assert!(v.verify(&t).is_ok());
+        assert!(v.verify(&t).is_ok(), "served from the cache");
+        // Valid while `now <= exp`, to the second; then the cached entry no longer counts.
+        while now() <= exp {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(v.verify(&t), Err(AuthError::Expired));
+        assert_eq!(v.clone().verify(&t), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn the_cache_never_vouches_for_another_or_a_tampered_token() {
+        let v = verifier();
+        let good = token(claims(60), Some("k1"));
+        assert!(v.verify(&good).is_ok());
+        let mut tampered = good.clone();
+        tampered.pop();
+        tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+        assert!(v.verify(&tampered).is_err());
+        let mut other = claims(60);
+        other["sub"] = "u2".into();
+        assert_eq!(v.verify(&token(other, Some("k1"))).unwrap().user_id, "u2");
+        // Another verifier (other keys) shares nothing with this one.
+        let key = KeyConfig {
+            kid: "k1".into(),
+            algorithm: "HS256".into(),
+            secret: Some("another-secret-that-is-long-enough-4567".into()),
+            public_key_pem: None,
+            public_key_file: None,
+        };
+        let stranger = Verifier::new(&[key], "mediabus", "mediabus-api").unwrap();
+        assert_eq!(stranger.verify(&good), Err(AuthError::Invalid("bad signature")));
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = TokenCache::default();
+        let identity = Identity { user_id: "u".into(), roles: vec![Role::User] };
+        let now = now();
+        for i in 0..(TOKEN_CACHE_CAPACITY * 2 + 7) {
+            let digest: [u8; 32] = Sha256::digest(i.to_le_bytes()).into();
+            cache.insert(digest, identity.clone(), now + 60, now);
+            assert!(cache.entries.lock().unwrap().len() <= TOKEN_CACHE_CAPACITY);
+        }
+        // Expired entries are dropped first when full.
+        let cache = TokenCache::default();
+        for i in 0..TOKEN_CACHE_CAPACITY {
+            let digest: [u8; 32] = Sha256::digest(i.to_le_bytes()).into();
+            cache.insert(digest, identity.clone(), if i == 0 { now + 60 } else { now - 1 }, now);
+        }
+        cache.insert([0; 32], identity.clone(), now + 60, now);
+        assert_eq!(cache.entries.lock().unwrap().len(), 2);
     }
 }
