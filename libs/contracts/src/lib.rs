@@ -17,6 +17,8 @@ pub mod subjects {
     pub const MEDIA_FIND_ONE: &str = "media.findOne";
     pub const MEDIA_UPDATE: &str = "media.update";
     pub const MEDIA_REMOVE: &str = "media.remove";
+    /// Extension: a signed, short-lived grant to read a media's bytes (the bridge serves them).
+    pub const MEDIA_CONTENT: &str = "media.content";
     pub const UPLOAD_FILE: &str = "upload_file";
     pub const UPLOAD_CREATE: &str = "upload.create";
     pub const UPLOAD_PART: &str = "upload.part";

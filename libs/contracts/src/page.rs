@@ -6,6 +6,7 @@ use crate::media::{Media, MediaStatus, MediaType};
 
 /// One page of a listing: newest first, ties broken by id (descending), so the order is stable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Page {
     pub items: Vec<Media>,

@@ -19,12 +19,19 @@ fn patch<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Patch<T
 
 /// `media.create`: register media that lives at an external URL (no bytes are stored).
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreateMedia {
+    /// Display name (sanitised); must keep at least one usable character.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub original_name: String,
+    /// `type/subtype`, at most 255 characters.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[^/]+/.+$", max_length = 255))]
     pub mime_type: String,
     /// Bytes.
     pub size: u64,
+    /// An `http(s)://` URL or an absolute path (`/...`), at most 2048 characters.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(https?://|/)", max_length = 2048))]
     pub url: String,
     #[serde(default, rename = "type")]
     pub media_type: Option<MediaType>,
@@ -34,20 +41,25 @@ pub struct CreateMedia {
     pub entity_id: Option<String>,
     #[serde(default)]
     pub entity_type: Option<String>,
+    /// Caller-supplied JSON, stored as given (size-limited).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
     #[serde(default)]
     pub is_public: Option<bool>,
+    /// Default `READY`; `DELETED` is refused (400).
     #[serde(default)]
     pub status: Option<MediaStatus>,
 }
 
 /// Filters shared by the listing subjects (`media.findAll` and, flattened, the others).
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
     /// 1..=100, default 20.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100))]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     #[serde(default)]
@@ -64,7 +76,18 @@ pub struct ListQuery {
     pub q: Option<String>,
     /// `createdAt:desc` (default, also `-createdAt`) or `createdAt:asc` (also `createdAt`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(schema_with = sort_schema))]
     pub sort: Option<String>,
+}
+
+/// OpenAPI: the values `sort` accepts.
+#[cfg(feature = "openapi")]
+fn sort_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["createdAt:desc", "-createdAt", "createdAt:asc", "createdAt"]))
+        .default(Some("createdAt:desc".into()))
+        .build()
 }
 
 /// `media.findAll`.
@@ -242,11 +265,39 @@ pub struct PartAccepted {
     pub size: u64,
 }
 
-/// `upload.complete` and `upload.abort`.
+/// `upload.abort`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadRef {
     pub upload_id: String,
+}
+
+/// `upload.complete`. The optional fields, when present, replace those given to `upload.create`:
+/// an HTTP multipart form may carry its fields after the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadComplete {
+    pub upload_id: String,
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    #[serde(default)]
+    pub entity_type: Option<String>,
+    #[serde(default)]
+    pub is_public: Option<bool>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// Reply of `media.content` (extension): a short-lived signed grant to read the media's bytes.
+/// `url` (`{base}/api/media/{id}/content?token=...`) works without an `Authorization` header
+/// until `expiresAt`, so it fits `<img src>` and `<video src>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ContentTicket {
+    pub url: String,
+    pub token: String,
+    pub expires_at: crate::Timestamp,
 }
 
 /// NATS header names of the binary `upload.part` form.

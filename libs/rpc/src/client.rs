@@ -61,7 +61,21 @@ impl RpcClient {
     {
         let id = nuid::next();
         let body = encode(&RequestPacket { pattern: subject, data, id: Some(id.as_str()) })?;
-        let request = async_nats::Request::new().payload(body.into()).headers(headers).timeout(Some(self.timeout));
+        self.call_raw(subject, body.into(), headers).await
+    }
+
+    /// Requests `subject` with a raw body, not wrapped in a NestJS packet (DESIGN §3: the service
+    /// takes the whole body as `data`; a non-JSON body reaches binary handlers such as
+    /// `upload.part`, whose metadata rides in `headers`), and decodes the `response` into `R`.
+    ///
+    /// Errors: as [`RpcClient::call`].
+    pub async fn call_raw<R: DeserializeOwned>(
+        &self,
+        subject: &str,
+        body: bytes::Bytes,
+        headers: HeaderMap,
+    ) -> Result<R, RpcError> {
+        let request = async_nats::Request::new().payload(body).headers(headers).timeout(Some(self.timeout));
         let reply = self.nats.send_request(subject.to_owned(), request).await.map_err(|e| match e.kind() {
             RequestErrorKind::NoResponders => RpcError::unavailable(format!("no service answers {subject}")),
             RequestErrorKind::TimedOut => RpcError::timeout(format!("{subject} did not reply in time")),

@@ -28,9 +28,11 @@
 //! # });
 //! ```
 
+mod config;
 mod local;
 mod s3;
 
+pub use config::StorageConfig;
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
 
@@ -201,6 +203,26 @@ pub trait BlobStore: Send + Sync {
         data: Bytes,
     ) -> Result<PartReceipt, StorageError>;
 
+    /// [`put_part`](Self::put_part) for a caller that knows where the part starts in the finished
+    /// object: `offset` is the size of all lower-numbered parts (`(part_number - 1) * part_size`
+    /// when every part but the last has `part_size` bytes). The local backend writes the part in
+    /// place into one file per upload, so completing it copies nothing; the default (S3) ignores
+    /// `offset`. Receipts, listing and completion work as for `put_part`; an offset that does not
+    /// match the parts listed at completion costs only that copy.
+    ///
+    /// Errors: as `put_part`; `InvalidPart` if `offset + data.len()` overflows.
+    async fn put_part_at(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<PartReceipt, StorageError> {
+        let _ = offset;
+        self.put_part(key, upload_id, part_number, data).await
+    }
+
     /// The parts stored so far, one per part number, ascending. Errors: `NotFound`; `Backend` on
     /// SeaweedFS if a part was re-sent with different bytes within one second (it keeps every
     /// upload of a part, with second-precision times, so the current one cannot be told). The
@@ -212,7 +234,8 @@ pub trait BlobStore: Send + Sync {
     /// `key`, atomically like [`put`](Self::put), and ends the upload.
     ///
     /// The returned SHA-256 covers the whole object. Parts arrive at different workers, so no one
-    /// process saw every byte: the local backend hashes while concatenating the part files; the
+    /// process saw every byte: the local backend reads the finished file back once (parts put with
+    /// [`put_part_at`](Self::put_part_at) already sit in it; others are concatenated first); the
     /// S3 backend reads the completed object back once (an extra full download, pinned to the new
     /// object's ETag).
     ///

@@ -1,11 +1,9 @@
 //! Settings, layered: built-in defaults (`defaults.toml`) → `config/media-service.toml` (optional)
 //! → environment `MEDIABUS__SECTION__KEY` (`__` separates levels).
 
-use std::path::PathBuf;
-
 use mediabus_auth::KeyConfig;
 pub use mediabus_rpc::ServiceSettings;
-use mediabus_storage::S3Config;
+pub use mediabus_storage::StorageConfig;
 use mediabus_store::StoreConfig;
 use serde::Deserialize;
 
@@ -14,43 +12,15 @@ use serde::Deserialize;
 pub struct Settings {
     pub nats: NatsSettings,
     pub service: ServiceSettings,
-    pub storage: StorageSettings,
+    pub storage: StorageConfig,
     pub store: StoreConfig,
     pub auth: AuthSettings,
     pub media: MediaSettings,
+    pub content: ContentSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct NatsSettings {
-    pub url: String,
-}
-
-/// Which file store holds the bytes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "backend", rename_all = "lowercase")]
-pub enum StorageSettings {
-    /// Files under `root` (created if missing).
-    Local { root: PathBuf },
-    /// An S3-compatible bucket (path-style addressing; created if missing).
-    S3 { endpoint: Option<String>, region: String, bucket: String, access_key: String, secret_key: String },
-}
-
-impl StorageSettings {
-    /// The S3 client settings, for `backend = "s3"`.
-    pub fn s3_config(&self) -> Option<S3Config> {
-        match self {
-            Self::S3 { endpoint, region, bucket, access_key, secret_key } => Some(S3Config {
-                endpoint: endpoint.clone(),
-                region: region.clone(),
-                bucket: bucket.clone(),
-                access_key: access_key.clone(),
-                secret_key: secret_key.clone(),
-                force_path_style: true,
-            }),
-            Self::Local { .. } => None,
-        }
-    }
-}
+/// `[nats]`: URL, this service's user and password (see `defaults.toml`).
+pub use mediabus_rpc::NatsSettings;
 
 #[derive(Clone, Deserialize)]
 pub struct AuthSettings {
@@ -68,6 +38,22 @@ impl std::fmt::Debug for AuthSettings {
             .field("audience", &self.audience)
             .field("kids", &kids)
             .finish()
+    }
+}
+
+/// Content tokens (`media.content`): the secret shared with the HTTP bridge, and their lifetime.
+#[derive(Clone, Deserialize)]
+pub struct ContentSettings {
+    /// HS256 secret, at least 32 bytes; the bridge's `content.signing_secret` must be the same.
+    pub signing_secret: String,
+    /// Seconds a content URL stays valid.
+    pub token_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for ContentSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret stays out of logs.
+        f.debug_struct("ContentSettings").field("token_ttl_secs", &self.token_ttl_secs).finish_non_exhaustive()
     }
 }
 

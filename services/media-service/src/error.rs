@@ -33,6 +33,8 @@ pub enum MediaError {
     Storage(#[from] StorageError),
     #[error("document store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Signing(#[from] mediabus_auth::SignError),
 }
 
 impl From<MediaError> for RpcError {
@@ -52,6 +54,10 @@ impl From<MediaError> for RpcError {
             MediaError::Store(StoreError::NotFound) => (404, "NOT_FOUND"),
             MediaError::Store(StoreError::Conflict(_)) => (409, "CONFLICT"),
             MediaError::Storage(StorageError::NotFound) => (404, "NOT_FOUND"),
+            MediaError::Signing(_) => {
+                tracing::error!(error = %err, "content token");
+                return RpcError::internal();
+            }
             MediaError::Store(_) | MediaError::Storage(_) => {
                 // Outages and corrupt data: details for the logs only.
                 tracing::error!(error = %err, "backend failure");

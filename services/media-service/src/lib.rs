@@ -38,6 +38,9 @@ pub struct Inner {
     pub rules: ContentRules,
     pub events: Events,
     pub settings: config::MediaSettings,
+    /// Signs `media.content` tokens.
+    pub content_signer: mediabus_auth::ContentSigner,
+    pub content_ttl: Duration,
 }
 
 impl std::ops::Deref for AppState {
@@ -57,6 +60,7 @@ pub fn router() -> Router<AppState> {
         .request(subjects::MEDIA_FIND_ONE, media::find_one)
         .request(subjects::MEDIA_UPDATE, media::update)
         .request(subjects::MEDIA_REMOVE, media::remove)
+        .request(subjects::MEDIA_CONTENT, media::content)
         .request(subjects::UPLOAD_FILE, upload::upload_file)
         .request(subjects::UPLOAD_CREATE, upload::create)
         .binary_request(subjects::UPLOAD_PART, upload::part)
@@ -81,15 +85,7 @@ pub enum StartError {
 /// and serves the subjects on `nats`.
 pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Running, StartError> {
     let store = mediabus_store::open(&settings.store).await?;
-    let blobs: Arc<dyn BlobStore> = match (&settings.storage, settings.storage.s3_config()) {
-        (_, Some(s3)) => {
-            let s3 = mediabus_storage::S3Store::new(s3);
-            s3.ensure_bucket().await?;
-            Arc::new(s3)
-        }
-        (config::StorageSettings::Local { root }, None) => Arc::new(mediabus_storage::LocalStore::new(root)?),
-        (config::StorageSettings::S3 { .. }, None) => unreachable!("s3_config is Some for S3"),
-    };
+    let blobs = settings.storage.open().await?;
     let verifier = Verifier::new(&settings.auth.keys, &settings.auth.issuer, &settings.auth.audience)?;
     let events = Events::new(nats.clone());
     if let Err(e) = events.ensure_stream().await {
@@ -103,6 +99,8 @@ pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runni
         rules: ContentRules::new(&settings.media),
         events,
         settings: settings.media.clone(),
+        content_signer: mediabus_auth::ContentSigner::new(&settings.content.signing_secret)?,
+        content_ttl: Duration::from_secs(settings.content.token_ttl_secs),
     }));
     tokio::spawn(upload::sweep_expired(state.clone(), Duration::from_secs(settings.media.sweep_interval_secs.max(1))));
 

@@ -1,7 +1,11 @@
 //! `media.create`, `media.findAll`, `media.findByUser`, `media.findByEntity`, `media.findOne`,
-//! `media.update`, `media.remove` (DESIGN §5; access rules §6 in `crate::access`).
+//! `media.update`, `media.remove` (DESIGN §5; access rules §6 in `crate::access`), and the
+//! extension `media.content`.
 
-use mediabus_contracts::requests::{CreateMedia, FindAll, FindByEntity, FindByUser, ListQuery, MediaRef, UpdateMedia};
+use mediabus_auth::ContentGrant;
+use mediabus_contracts::requests::{
+    ContentTicket, CreateMedia, FindAll, FindByEntity, FindByUser, ListQuery, MediaRef, UpdateMedia,
+};
 use mediabus_contracts::{ListFilter, Media, MediaRecord, MediaStatus, Page, SortOrder, Timestamp, subjects};
 use mediabus_rpc::Ctx;
 
@@ -66,12 +70,51 @@ pub async fn create(ctx: Ctx<AppState>, input: CreateMedia) -> Result<Media> {
 
 /// `media.findOne`: 404 when missing, deleted, or private to someone else.
 pub async fn find_one(ctx: Ctx<AppState>, input: MediaRef) -> Result<Media> {
-    let who = Caller::from_ctx(&ctx, &ctx.state.verifier)?.acting_for(input.user_id.as_deref());
+    Ok(readable(&ctx, &input).await?.media)
+}
+
+/// `media.content` (extension): a signed URL to the media's bytes, valid for
+/// `content.token_ttl_secs`, for a media the caller may read (the rules of `media.findOne`). The
+/// HTTP bridge verifies the token and streams the bytes straight from the file store.
+///
+/// Errors: 404 as `media.findOne`, and for media registered by URL (`media.create`), which have
+/// no stored bytes.
+pub async fn content(ctx: Ctx<AppState>, input: MediaRef) -> Result<ContentTicket> {
+    let record = readable(&ctx, &input).await?;
+    let media = record.media;
+    let (Some(key), Some(checksum)) = (record.storage_key, media.checksum) else {
+        return Err(MediaError::NotFound);
+    };
+    let grant = ContentGrant {
+        key,
+        size: media.size,
+        mime: media.mime_type,
+        name: media.original_name,
+        sha256: checksum.trim_start_matches("sha256:").to_owned(),
+        modified: u64::try_from(media.created_at.unix_millis() / 1000).unwrap_or_default(),
+        public: media.is_public,
+        exp: 0,
+        sub: media.id,
+    };
+    let state = &ctx.state;
+    let (token, exp) = state.content_signer.sign(grant.clone(), state.content_ttl)?;
+    let base = state.settings.public_base_url.trim_end_matches('/');
+    Ok(ContentTicket {
+        url: format!("{base}/api/media/{}/content?token={token}", grant.sub),
+        token,
+        expires_at: Timestamp::from_unix_millis(i64::try_from(exp).unwrap_or(i64::MAX / 1000) * 1000),
+    })
+}
+
+/// The record of `input.id` if the caller (or the user an admin/service acts for) may read it;
+/// 404 otherwise.
+async fn readable(ctx: &Ctx<AppState>, input: &MediaRef) -> Result<MediaRecord> {
+    let who = Caller::from_ctx(ctx, &ctx.state.verifier)?.acting_for(input.user_id.as_deref());
     let record = ctx.state.store.get(&input.id).await?.ok_or(MediaError::NotFound)?;
     if !can_read(who.as_ref(), &record.media) {
         return Err(MediaError::NotFound);
     }
-    Ok(record.media)
+    Ok(record)
 }
 
 /// `media.findAll`: everything the caller may see, filtered.
@@ -115,10 +158,6 @@ async fn list(
     if !(1..=100).contains(&filter.limit) {
         return Err(MediaError::Invalid("limit must be 1 to 100".into()));
     }
-    if query.status == Some(MediaStatus::Deleted) && !who.as_ref().is_some_and(|w| w.is_admin()) {
-        // Deleted media are invisible to everyone but admins.
-        return Ok(Page { items: Vec::new(), total: 0, limit: filter.limit, next_cursor: None });
-    }
     if query.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
         return Err(MediaError::Invalid("q must be at most 200 characters".into()));
     }
@@ -129,7 +168,12 @@ async fn list(
             return Err(MediaError::Invalid(format!("unknown sort {other:?}; use createdAt:desc or createdAt:asc")));
         }
     };
-    filter.cursor = query.cursor;
+    if query.status == Some(MediaStatus::Deleted) && !who.as_ref().is_some_and(|w| w.is_admin()) {
+        // Deleted media are invisible to everyone but admins.
+        return Ok(Page { items: Vec::new(), total: 0, limit: filter.limit, next_cursor: None });
+    }
+    // `cursor=` (empty) is the first page, as is no cursor.
+    filter.cursor = query.cursor.filter(|c| !c.is_empty());
     filter.media_type = query.media_type;
     filter.status = query.status;
     filter.is_public = query.is_public;

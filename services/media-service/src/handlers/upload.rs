@@ -11,7 +11,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use mediabus_auth::Identity;
 use mediabus_contracts::requests::{
-    PartAccepted, UploadCreate, UploadCreated, UploadFile, UploadPart as PartRequest, UploadRef, headers,
+    PartAccepted, UploadComplete, UploadCreate, UploadCreated, UploadFile, UploadPart as PartRequest, UploadRef,
+    headers,
 };
 use mediabus_contracts::{Media, MediaRecord, Timestamp, new_media_id, subjects};
 use mediabus_rpc::{Body, Ctx};
@@ -147,11 +148,14 @@ pub async fn part(ctx: Ctx<AppState>, body: Body) -> Result<PartAccepted> {
     if size == 0 || size > session.part_size {
         return Err(MediaError::Invalid(format!("a part holds 1 to {} bytes", session.part_size)));
     }
-    let end = u64::from(part_number - 1) * session.part_size + size;
+    let offset = u64::from(part_number - 1) * session.part_size;
+    let end = offset + size;
     if session.declared_size.is_some_and(|declared| end > declared) || end > state.rules.max_any() {
         return Err(MediaError::Invalid("part goes past the end of the file".into()));
     }
-    let receipt = state.blobs.put_part(&session.storage_key, &session.backend_upload_id, part_number, data).await?;
+    // With its offset, the local store writes the part straight into place (no copy at complete).
+    let receipt =
+        state.blobs.put_part_at(&session.storage_key, &session.backend_upload_id, part_number, offset, data).await?;
     let part = UploadPart { part_number, size: receipt.size, etag: receipt.etag };
     state.store.record_part(&upload_id, &part).await?;
     Ok(PartAccepted { part_number, size: part.size })
@@ -163,16 +167,23 @@ fn missing_header(name: &str) -> MediaError {
 
 /// `upload.complete`: checks that parts 1..n are all there (every part but the last full-size,
 /// the total equal to the declared size), assembles the file, types it by its bytes and creates
-/// the document. An incomplete or refused upload is discarded whole (no document, no parts).
-pub async fn complete(ctx: Ctx<AppState>, input: UploadRef) -> Result<Media> {
+/// the document; link fields given here replace those of `upload.create`. An incomplete or
+/// refused upload is discarded whole (no document, no parts).
+pub async fn complete(ctx: Ctx<AppState>, input: UploadComplete) -> Result<Media> {
     let who = signed_in(&ctx, None)?;
+    check_entity(input.entity_id.as_deref(), input.entity_type.as_deref())?;
+    ctx.state.rules.check_metadata(input.metadata.as_ref())?;
     let state = ctx.state.clone();
     let headers = ctx.forwarded_headers();
     // The session is looked up inside: a retry after success finds it gone, and must still get
     // the first result from its idempotency key rather than a 404.
     let caller_id = who.user_id.clone();
     idempotent(&ctx, subjects::UPLOAD_COMPLETE, &caller_id, |id| async move {
-        let session = session_of(&state, &input.upload_id, &who).await?;
+        let mut session = session_of(&state, &input.upload_id, &who).await?;
+        session.entity_id = input.entity_id.or(session.entity_id.take());
+        session.entity_type = input.entity_type.or(session.entity_type.take());
+        session.is_public = input.is_public.unwrap_or(session.is_public);
+        session.metadata = input.metadata.or(session.metadata.take());
         let result = assemble(&state, &session, id).await;
         match &result {
             Ok(media) => {

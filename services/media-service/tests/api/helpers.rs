@@ -7,9 +7,9 @@ use async_nats::HeaderMap;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use media_service::Settings;
-use media_service::config::StorageSettings;
+use media_service::config::StorageConfig;
 use mediabus_auth::KeyConfig;
-use mediabus_rpc::{RpcClient, RpcError, Running};
+use mediabus_rpc::{NatsSettings, RpcClient, RpcError, Running};
 use mediabus_store::StoreConfig;
 use mediabus_testkit::{MongoServer, NatsServer, SeaweedS3};
 use serde_json::{Value, json};
@@ -56,13 +56,13 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let nats_server = NatsServer::start();
         let mut settings = Settings::defaults();
-        settings.nats.url = nats_server.url();
+        settings.nats = NatsSettings::new(nats_server.url()).with_user("media", nats_server.password("media"));
         let mut s3_server = None;
         settings.storage = match files {
-            Files::Local => StorageSettings::Local { root: dir.path().join("files") },
+            Files::Local => StorageConfig::Local { root: dir.path().join("files") },
             Files::S3 => {
                 let s3 = SeaweedS3::start();
-                let storage = StorageSettings::S3 {
+                let storage = StorageConfig::S3 {
                     endpoint: Some(s3.endpoint()),
                     region: "us-east-1".into(),
                     bucket: "mediabus-test".into(),
@@ -94,7 +94,7 @@ impl TestApp {
         settings.media.sweep_interval_secs = 3600;
         let mut running = Vec::new();
         for i in 0..workers {
-            let nats = mediabus_rpc::connect(&settings.nats.url, &format!("media-{i}"), 1024).await.unwrap();
+            let nats = settings.nats.connect(&format!("media-{i}"), 1024).await.unwrap();
             running.push(media_service::start(settings.clone(), nats).await.expect("media service starts"));
         }
         // The test's own handle on the documents, opened before the stand-in fix-up below.
@@ -111,8 +111,9 @@ impl TestApp {
                 .await
                 .unwrap();
         }
-        let rpc =
-            RpcClient::new(async_nats::connect(nats_server.url()).await.unwrap()).with_timeout(Duration::from_secs(30));
+        // The test calls the subjects as a backend service would.
+        let backend = NatsSettings::new(nats_server.url()).with_user("backend", nats_server.password("backend"));
+        let rpc = RpcClient::new(backend.connect("backend", 1024).await.unwrap()).with_timeout(Duration::from_secs(30));
         Self { _nats_server: nats_server, rpc, settings, store, workers: running, dir, _s3: s3_server, _mongo: mongo }
     }
 

@@ -105,6 +105,38 @@ async fn media_find_one_returns_the_document_or_404() {
 }
 
 #[tokio::test]
+async fn media_content_grants_readers_a_signed_url_to_stored_bytes() {
+    let app = TestApp::spawn().await;
+    let (alice, bob, admin) = (token("alice", "user"), token("bob", "user"), token("root", "admin"));
+    let png = crate::helpers::read(&mediabus_testkit::media_files().png);
+    let media = app.upload(&alice, "a.png", &png, json!({})).await.unwrap();
+    let id = media["id"].as_str().unwrap();
+
+    let signer = mediabus_auth::ContentSigner::new(&app.settings.content.signing_secret).unwrap();
+    for caller in [&alice, &admin] {
+        let ticket = app.call("media.content", json!({"id": id}), Some(caller)).await.unwrap();
+        let token = ticket["token"].as_str().unwrap();
+        assert_eq!(ticket["url"], format!("/api/media/{id}/content?token={token}"));
+        let grant = signer.verify(token, id).unwrap();
+        assert_eq!((grant.size, grant.mime.as_str(), grant.public), (png.len() as u64, "image/png", false));
+        assert_eq!(format!("sha256:{}", grant.sha256), media["checksum"].as_str().unwrap());
+        let stored = app.store.get(id).await.unwrap().unwrap();
+        assert_eq!(Some(grant.key), stored.storage_key);
+        assert!(ticket["expiresAt"].as_str().unwrap() > media["createdAt"].as_str().unwrap());
+    }
+    // The rules of media.findOne: private media are 404 to others and to anonymous callers.
+    for caller in [Some(bob.as_str()), None] {
+        assert_eq!(status(app.call("media.content", json!({"id": id}), caller).await), (404, "NOT_FOUND".into()));
+    }
+    // Media registered by URL have no stored bytes to grant.
+    let linked = app.call("media.create", create_body("b.png"), Some(&alice)).await.unwrap();
+    assert_eq!(
+        status(app.call("media.content", json!({"id": linked["id"]}), Some(&alice)).await),
+        (404, "NOT_FOUND".into())
+    );
+}
+
+#[tokio::test]
 async fn listings_filter_page_and_count() {
     let app = TestApp::spawn().await;
     let alice = token("alice", "user");

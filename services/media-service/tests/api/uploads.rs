@@ -6,7 +6,6 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use mediabus_storage::BlobStore;
 use mediabus_testkit::media_files;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -21,15 +20,7 @@ impl TestApp {
     /// The bytes stored for media `id`, read straight from the configured stores.
     async fn stored_bytes(&self, id: &str) -> Vec<u8> {
         let key = self.store.get(id).await.unwrap().unwrap().storage_key.expect("stored file");
-        let blobs: Box<dyn BlobStore> = match self.settings.storage.s3_config() {
-            Some(s3) => Box::new(mediabus_storage::S3Store::new(s3)),
-            None => match &self.settings.storage {
-                media_service::config::StorageSettings::Local { root } => {
-                    Box::new(mediabus_storage::LocalStore::new(root).unwrap())
-                }
-                _ => unreachable!(),
-            },
-        };
+        let blobs = self.settings.storage.open().await.unwrap();
         let (_, mut stream) = blobs.get(&key, None).await.unwrap();
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -314,7 +305,7 @@ async fn truncated_aborted_and_expired_chunked_uploads_leave_no_document_and_no_
     let mut settings = app.settings.clone();
     settings.media.upload_ttl_secs = 1;
     settings.media.sweep_interval_secs = 1;
-    let nats = mediabus_rpc::connect(&settings.nats.url, "media-ttl", 1024).await.unwrap();
+    let nats = settings.nats.connect("media-ttl", 1024).await.unwrap();
     app.workers.push(media_service::start(settings, nats).await.unwrap());
     let created = app.call("upload.create", json!({"originalName": "x.mp4"}), Some(&alice)).await.unwrap();
     let id = created["uploadId"].as_str().unwrap();
