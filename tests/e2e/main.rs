@@ -4,11 +4,22 @@
 //!   service API, client errors, reconnect.
 //! - `workers`: worker processes on one queue group: load sharing and rolling restart.
 //! - `nestjs`: interop with real NestJS 11 (and 12) `ClientProxy` and `@MessagePattern` apps.
-//! - `bridge`: the HTTP bridge in front of the real media service.
+//! - `bridge`: the HTTP bridge in front of the real media service (`stack`: that in-process stack).
+//! - `access`: real tokens from the auth service against the media access matrix through the
+//!   bridge, and forged tokens refused with 401 on every kind of route.
+//! - `schemathesis`: the bridge, in front of the real media and auth services, fuzzed against
+//!   its own `/openapi.json` by schemathesis.
+//! - `http`: bridge and media workers as processes over real HTTP: uploads, content, limits.
+//! - `permissions`: the NATS users and permissions of nats/permissions.conf, enforced.
 
+mod access;
 mod bridge;
 mod framework;
+mod http;
 mod nestjs;
+mod permissions;
+mod schemathesis;
+mod stack;
 mod workers;
 
 use std::time::Duration;

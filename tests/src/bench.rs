@@ -1,5 +1,5 @@
-//! Load generation shared by the benchmarks (`rpc-bench`, `media-bench`): closed-loop callers,
-//! latency percentiles, alternating rounds and medians.
+//! Load generation shared by the benchmarks (`rpc-bench`, `media-bench`, `http-bench`): closed-loop
+//! callers, latency percentiles, alternating rounds and medians, transfer rates, test files.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,6 +121,53 @@ pub fn report(concurrency: usize, (base_name, base): (&str, &Sample), (name, s):
         s.p50_us as f64 / base.p50_us.max(1) as f64,
         s.p99_us as f64 / base.p99_us.max(1) as f64,
     );
+}
+
+/// Prints one line per transfer of `mib` MiB: the baseline's and the measured path's median rate in
+/// MiB/s (with the range over their rounds), and on the second line the ratio of the medians
+/// measured/baseline against `target`. `*_secs` are the rounds' durations in seconds (at least one
+/// each). Returns the ratio.
+pub fn report_transfer(
+    mib: f64,
+    (base_name, base_secs): (&str, &[f64]),
+    (name, secs): (&str, &[f64]),
+    target: f64,
+) -> f64 {
+    let rates = |secs: &[f64]| {
+        let mut r: Vec<f64> = secs.iter().map(|s| mib / s).collect();
+        r.sort_by(f64::total_cmp);
+        r
+    };
+    let (base, measured) = (rates(base_secs), rates(secs));
+    let median = |r: &[f64]| r[r.len() / 2];
+    for (n, r) in [(base_name, &base), (name, &measured)] {
+        println!("{n:<34} {:>8.1} MiB/s  (rounds {:.1} to {:.1})", median(r), r[0], r[r.len() - 1]);
+    }
+    let ratio = median(&measured) / median(&base);
+    let verdict = if ratio >= target { "met" } else { "NOT met" };
+    println!("{:<34} {ratio:>8.2}        (target >= {target}: {verdict})", "ratio");
+    ratio
+}
+
+/// Writes `mib` MiB to `path` that sniff as `video/mp4`: an ISO BMFF `ftyp` box (what content
+/// sniffing reads), then xorshift pseudo-random filler (incompressible, the same on every run).
+pub fn write_video(path: impl AsRef<std::path::Path>, mib: usize) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create video file"));
+    let mut block = vec![0u8; 1 << 20];
+    block[..24].copy_from_slice(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2");
+    let mut x: u32 = 0x9E37_79B9;
+    for i in 0..mib {
+        let start = if i == 0 { 24 } else { 0 };
+        for byte in &mut block[start..] {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *byte = x as u8;
+        }
+        out.write_all(&block).expect("write video file");
+    }
+    out.flush().expect("write video file");
 }
 
 /// Peak resident memory (`VmHWM`) of process `pid`, in KiB (Linux).

@@ -1,8 +1,9 @@
 //! Shared pieces of the end-to-end tests and benchmarks: the test worker's subject table (served
 //! in-process or by the `test-worker` binary), a handle on worker processes, and the benchmarks'
-//! load generator ([`bench`]).
+//! load generator ([`bench`]) and a small streaming HTTP client ([`http`]).
 
 pub mod bench;
+pub mod http;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -8,11 +8,13 @@ mod fixtures;
 pub mod jwt_keys;
 mod mongo;
 mod nats;
+mod nginx;
 mod seaweed;
 
 pub use fixtures::{MediaFiles, media_files};
 pub use mongo::MongoServer;
-pub use nats::NatsServer;
+pub use nats::{NATS_USERS, NatsServer};
+pub use nginx::Nginx;
 pub use seaweed::SeaweedS3;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

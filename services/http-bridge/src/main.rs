@@ -19,15 +19,21 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let nats = match mediabus_rpc::connect(&settings.nats.url, "http-bridge", 1024).await {
+    let nats = match settings.nats.connect("http-bridge", 1024).await {
         Ok(nats) => nats,
         Err(e) => {
-            tracing::error!(error = %e, url = %settings.nats.url, "cannot connect to NATS");
+            tracing::error!(error = %e, url = %settings.nats.url, user = %settings.nats.user, "cannot connect to NATS");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = match AppState::new(nats, &settings).await {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
     let http = &settings.http;
-    let state = AppState::new(nats, Duration::from_millis(http.request_timeout_ms), http.ready_services.clone());
     let listener = match tokio::net::TcpListener::bind(&http.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -37,14 +43,8 @@ async fn main() -> ExitCode {
     };
     tracing::info!(listen = %http.listen, "bridge listening");
     println!("READY");
-    let served = axum::serve(listener, app(state, http.json_body_limit_bytes))
-        .with_graceful_shutdown(mediabus_rpc::shutdown_signal())
-        .await;
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "server failed");
-            ExitCode::FAILURE
-        }
-    }
+    let header_timeout = Duration::from_millis(http.header_timeout_ms);
+    let drain = Duration::from_millis(http.request_timeout_ms);
+    http_bridge::server::serve(listener, app(state), header_timeout, drain, mediabus_rpc::shutdown_signal()).await;
+    ExitCode::SUCCESS
 }

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use mediabus_e2e::WorkerProcess;
-use mediabus_e2e::bench::{Target, compare, connect_clients, peak_rss_kib, report, seconds_arg, sibling_bin};
+use mediabus_e2e::bench::{
+    Target, compare, connect_clients, peak_rss_kib, report, seconds_arg, sibling_bin, write_video,
+};
 use mediabus_rpc::RpcClient;
 use mediabus_testkit::NatsServer;
 use serde_json::{Value, json};
@@ -46,8 +48,10 @@ async fn main() {
     let server = NatsServer::start();
     let url = server.url();
     let (db, files) = (path("media.db"), path("files"));
+    let password = server.password("media");
     let env = [
         ("MEDIABUS__NATS__URL", url.as_str()),
+        ("MEDIABUS__NATS__PASSWORD", password.as_str()),
         ("MEDIABUS__STORE__PATH", db.as_str()),
         ("MEDIABUS__STORAGE__ROOT", files.as_str()),
     ];
@@ -147,27 +151,6 @@ async fn main() {
         rss_peak as f64 / 1024.0,
         rss_before as f64 / 1024.0
     );
-}
-
-/// Writes `mib` MiB that sniff as video/mp4: an `ftyp` box (what content sniffing reads), then
-/// pseudo-random filler.
-fn write_video(path: &str, mib: usize) {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut block = vec![0u8; 1 << 20];
-    block[..24].copy_from_slice(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2");
-    let mut x: u32 = 0x9E37_79B9;
-    for i in 0..mib {
-        let start = if i == 0 { 24 } else { 0 };
-        for byte in &mut block[start..] {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            *byte = x as u8;
-        }
-        out.write_all(&block).unwrap();
-    }
-    out.flush().unwrap();
 }
 
 fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> usize {
