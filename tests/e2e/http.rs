@@ -12,18 +12,14 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use mediabus_auth::{Role, Signer, SigningKeyConfig};
-use mediabus_e2e::WorkerProcess;
 use mediabus_e2e::bench::peak_rss_kib;
 use mediabus_e2e::http::{Reply, call, collect, file_body, form_around, form_content_type, send};
-use mediabus_testkit::{NatsServer, free_port, media_files};
+use mediabus_e2e::{WorkerProcess, dev_token};
+use mediabus_testkit::{NatsServer, files_under, free_port, media_files};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-/// The development HS256 key of services/media-service/defaults.toml, which the workers run with.
-const DEV_KID: &str = "dev";
-const DEV_SECRET: &str = "dev-only-secret-change-me-0123456789abcdef";
 /// How long the bridge waits for a stalled body in these tests, ms.
 const BODY_IDLE_MS: u64 = 1500;
 
@@ -96,15 +92,7 @@ impl Stack {
 
     /// Regular files under the file store's root (objects, parts, temp files).
     fn stored_files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() { walk(&path, out) } else { out.push(path) }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.dir.path().join("files"), &mut out);
-        out
+        files_under(&self.dir.path().join("files"))
     }
 }
 
@@ -114,11 +102,6 @@ fn built_bin(name: &str) -> String {
     let path = exe.parent().and_then(Path::parent).unwrap().join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` (scripts/test does)", path.display());
     path.to_str().unwrap().to_owned()
-}
-
-fn token(user: &str) -> String {
-    let signer = Signer::new(&SigningKeyConfig::hs256(DEV_KID, DEV_SECRET), "mediabus", "mediabus-api").unwrap();
-    signer.sign(user, &[Role::User], Duration::from_secs(900)).unwrap().0
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -132,7 +115,7 @@ fn ids(page: &Value) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_files_go_up_and_stream_back_with_http_semantics() {
     let stack = Stack::start();
-    let (alice, bob) = (token("alice"), token("bob"));
+    let (alice, bob) = (dev_token("alice"), dev_token("bob"));
     let mut uploaded = Vec::new();
     for (path, mime, kind) in media_files().all() {
         let bytes = std::fs::read(path).unwrap();
@@ -260,7 +243,7 @@ async fn real_files_go_up_and_stream_back_with_http_semantics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_get_clear_errors() {
     let stack = Stack::start();
-    let alice = token("alice");
+    let alice = dev_token("alice");
     let png = &media_files().png;
 
     let anonymous = {
@@ -315,7 +298,7 @@ async fn bad_uploads_get_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_300_mib_upload_streams_with_bounded_memory() {
     let stack = Stack::start();
-    let alice = token("alice");
+    let alice = dev_token("alice");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.mp4");
     let expected = write_video(&path, 300);
@@ -362,7 +345,7 @@ async fn a_300_mib_upload_streams_with_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_off_and_stalled_uploads_leave_nothing_behind() {
     let stack = Stack::start();
-    let alice = token("alice");
+    let alice = dev_token("alice");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("half.mp4");
     write_video(&path, 40);

@@ -160,3 +160,13 @@ impl Drop for WorkerProcess {
         }
     }
 }
+
+/// An access token (one hour) for `user` with role `user`, signed with the development HS256 key
+/// of services/media-service/defaults.toml (kid `dev`): what workers running on their built-in
+/// defaults accept. For tests and benchmarks that start the service binaries as they ship.
+pub fn dev_token(user: &str) -> String {
+    const DEV_SECRET: &str = "dev-only-secret-change-me-0123456789abcdef";
+    let key = mediabus_auth::SigningKeyConfig::hs256("dev", DEV_SECRET);
+    let signer = mediabus_auth::Signer::new(&key, "mediabus", "mediabus-api").expect("dev signing key");
+    signer.sign(user, &[mediabus_auth::Role::User], Duration::from_secs(3600)).expect("sign").0
+}

@@ -18,7 +18,7 @@ pub use nginx::Nginx;
 pub use seaweed::SeaweedS3;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The repository root (two levels above this crate).
@@ -51,4 +51,15 @@ pub fn wait_for_port(port: u16, limit: Duration, what: &str) {
         assert!(start.elapsed() < limit, "{what} did not open port {port} within {limit:?}");
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Every regular file under `dir`, recursively; empty if `dir` does not exist (for checking that
+/// a failed or aborted operation left nothing behind).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(files_under(&path)) } else { out.push(path) }
+    }
+    out
 }

@@ -24,21 +24,18 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, StatusCode};
-use mediabus_auth::{Role, Signer, SigningKeyConfig};
 use mediabus_e2e::WorkerProcess;
 use mediabus_e2e::bench::{ROUNDS, peak_rss_kib, report_transfer, sibling_bin, write_video};
 use mediabus_e2e::http::{TRANSFER_LIMIT, collect, file_body, form_around, form_content_type, send};
 use mediabus_testkit::{NatsServer, Nginx, free_port};
 use serde_json::Value;
 
-/// The development key of `services/media-service/defaults.toml` (kid `dev`).
-const DEV_SECRET: &str = "dev-only-secret-change-me-0123456789abcdef";
 const FILE_MIB: usize = 512;
 
 #[tokio::main]
@@ -77,9 +74,7 @@ async fn main() {
     let bridge = spawn("http-bridge", "bridge");
     let bridge_port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
     let nginx = Nginx::start_in(dir.path());
-    let key = SigningKeyConfig::hs256("dev", DEV_SECRET);
-    let signer = Signer::new(&key, "mediabus", "mediabus-api").expect("dev signing key");
-    let (token, _) = signer.sign("bench-user", &[Role::User], Duration::from_secs(3600)).expect("sign");
+    let token = mediabus_e2e::dev_token("bench-user");
     let pids: Vec<u32> = std::iter::once(bridge.id()).chain(workers.iter().map(WorkerProcess::id)).collect();
     let rss_start: Vec<u64> = pids.iter().map(|&pid| peak_rss_kib(pid).unwrap_or(0)).collect();
 

@@ -14,7 +14,6 @@ use std::time::Instant;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use mediabus_e2e::WorkerProcess;
 use mediabus_e2e::bench::{
     Target, compare, connect_clients, peak_rss_kib, report, seconds_arg, sibling_bin, write_video,
@@ -23,18 +22,8 @@ use mediabus_rpc::RpcClient;
 use mediabus_testkit::NatsServer;
 use serde_json::{Value, json};
 
-/// The development key of `services/media-service/defaults.toml`.
-const DEV_SECRET: &str = "dev-only-secret-change-me-0123456789abcdef";
 const UPLOAD_MIB: usize = 256;
 const PARTS_IN_FLIGHT: usize = 4;
-
-fn dev_token(user: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let claims = json!({"sub": user, "roles": ["user"], "iss": "mediabus", "aud": "mediabus-api", "iat": now, "exp": now + 3600});
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("dev".into());
-    encode(&header, &claims, &EncodingKey::from_secret(DEV_SECRET.as_bytes())).unwrap()
-}
 
 #[tokio::main]
 async fn main() {
@@ -59,7 +48,7 @@ async fn main() {
     let _echo = WorkerProcess::spawn(&sibling_bin("test-worker"), &url, &["--name", "bench"]);
     let clients = connect_clients(&url).await;
     let rpc = RpcClient::new(clients[0].clone()).with_timeout(std::time::Duration::from_secs(60));
-    let token = dev_token("bench-user");
+    let token = mediabus_e2e::dev_token("bench-user");
     let mut auth = HeaderMap::new();
     auth.insert("Authorization", format!("Bearer {token}").as_str());
 

@@ -186,19 +186,3 @@ pub fn status(result: Result<Value, RpcError>) -> (u16, String) {
         Err(e) => (e.status, e.code),
     }
 }
-
-/// Every file under `dir`, recursively (to check that nothing was left behind).
-pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(files_under(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
-}

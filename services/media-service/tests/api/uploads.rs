@@ -10,7 +10,9 @@ use mediabus_testkit::media_files;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Docs, Files, TestApp, b64, files_under, read, status, token};
+use mediabus_testkit::files_under;
+
+use crate::helpers::{Docs, Files, TestApp, b64, read, status, token};
 
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>())
