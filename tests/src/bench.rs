@@ -11,7 +11,7 @@ use bytes::Bytes;
 /// Client connections the load is spread over, so one connection's reader is not the bottleneck.
 pub const CONNECTIONS: usize = 4;
 /// Measured rounds per target and concurrency.
-pub const ROUNDS: usize = 3;
+pub const ROUNDS: usize = 5;
 
 /// One request to repeat: subject, body and headers.
 #[derive(Clone)]
@@ -79,21 +79,41 @@ pub async fn measure(clients: &[async_nats::Client], target: &Target, concurrenc
     unreachable!("the second round returns")
 }
 
-/// Measures two targets in alternating rounds, so drift on a shared machine hits both alike, and
-/// returns the median-throughput round of each.
+/// Two targets measured in alternating rounds: the median-throughput round of each, and the
+/// ratios of `other` to `base` round by round (each pair ran back to back, so drift on a shared
+/// machine hits both sides of a ratio alike).
+pub struct Comparison {
+    pub base: Sample,
+    pub other: Sample,
+    /// `other / base` throughput of each round pair, sorted.
+    pub ratios: Vec<f64>,
+}
+
+impl Comparison {
+    /// The median of the round-by-round throughput ratios.
+    pub fn ratio(&self) -> f64 {
+        self.ratios[self.ratios.len() / 2]
+    }
+}
+
+/// Measures `base` and `other` in [`ROUNDS`] alternating rounds (see [`Comparison`]).
 pub async fn compare(
     clients: &[async_nats::Client],
-    a: &Target,
-    b: &Target,
+    base: &Target,
+    other: &Target,
     concurrency: usize,
     seconds: u64,
-) -> (Sample, Sample) {
-    let (mut first, mut second) = (Vec::new(), Vec::new());
+) -> Comparison {
+    let (mut first, mut second, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        first.push(measure(clients, a, concurrency, seconds).await);
-        second.push(measure(clients, b, concurrency, seconds).await);
+        let a = measure(clients, base, concurrency, seconds).await;
+        let b = measure(clients, other, concurrency, seconds).await;
+        ratios.push(b.throughput / a.throughput);
+        first.push(a);
+        second.push(b);
     }
-    (median(first), median(second))
+    ratios.sort_by(f64::total_cmp);
+    Comparison { base: median(first), other: median(second), ratios }
 }
 
 fn median(mut rounds: Vec<Sample>) -> Sample {
@@ -110,16 +130,20 @@ pub async fn connect_clients(url: &str) -> Vec<async_nats::Client> {
     clients
 }
 
-/// Prints a table row per `(name, sample)` and the ratios of the second to the first.
-pub fn report(concurrency: usize, (base_name, base): (&str, &Sample), (name, s): (&str, &Sample)) {
-    for (n, x) in [(base_name, base), (name, s)] {
+/// Prints a table row per target (its median round) and the ratios of the second to the first:
+/// throughput as the median of the round-by-round ratios (with their range), latencies from the
+/// median rounds.
+pub fn report(concurrency: usize, base_name: &str, name: &str, c: &Comparison) {
+    for (n, x) in [(base_name, &c.base), (name, &c.other)] {
         println!("{n:<11} {concurrency:>5} {:>12.0} {:>9} {:>9}", x.throughput, x.p50_us, x.p99_us);
     }
     println!(
-        "ratio {name}/{base_name} at {concurrency}: throughput {:.2}, p50 {:.2}x, p99 {:.2}x",
-        s.throughput / base.throughput,
-        s.p50_us as f64 / base.p50_us.max(1) as f64,
-        s.p99_us as f64 / base.p99_us.max(1) as f64,
+        "ratio {name}/{base_name} at {concurrency}: throughput {:.2} (rounds {:.2} to {:.2}), p50 {:.2}x, p99 {:.2}x",
+        c.ratio(),
+        c.ratios[0],
+        c.ratios[c.ratios.len() - 1],
+        c.other.p50_us as f64 / c.base.p50_us.max(1) as f64,
+        c.other.p99_us as f64 / c.base.p99_us.max(1) as f64,
     );
 }
 

@@ -67,14 +67,18 @@ fn null() -> &'static RawValue {
     serde_json::from_str(NULL).expect("null is JSON")
 }
 
-/// Encodes a success reply around an already-serialized JSON value.
-pub fn encode_response(id: Option<&RawValue>, response_json: &[u8]) -> Vec<u8> {
-    let id = id.map(RawValue::get);
-    let mut out = Vec::with_capacity(response_json.len() + 48 + id.map_or(0, str::len));
+/// A success reply under construction: `{"response":`, after which the caller writes the response
+/// JSON, then [`close_response`]. One buffer from handler output to wire (no copy of the JSON);
+/// 512 bytes hold a typical document reply without regrowing.
+pub fn open_response() -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"{\"response\":");
-    out.extend_from_slice(response_json);
-    close(&mut out, id);
     out
+}
+
+/// Completes a reply begun with [`open_response`]: `,"isDisposed":true,"id":<id>}`.
+pub fn close_response(out: &mut Vec<u8>, id: Option<&RawValue>) {
+    close(out, id.map(RawValue::get));
 }
 
 /// Encodes an error reply: `{"err":{status,code,message[,details]},"isDisposed":true,"id":..}`.
@@ -165,7 +169,10 @@ mod tests {
     #[test]
     fn replies_echo_the_id_and_are_disposed() {
         let id: &RawValue = serde_json::from_str(r#""abc""#).unwrap();
-        assert_eq!(encode_response(Some(id), br#"{"ok":1}"#), br#"{"response":{"ok":1},"isDisposed":true,"id":"abc"}"#);
+        let mut reply = open_response();
+        reply.extend_from_slice(br#"{"ok":1}"#);
+        close_response(&mut reply, Some(id));
+        assert_eq!(reply, br#"{"response":{"ok":1},"isDisposed":true,"id":"abc"}"#);
         assert_eq!(
             encode_error(Some(id), &RpcError::new(404, "NOT_FOUND", "gone")),
             br#"{"err":{"status":404,"code":"NOT_FOUND","message":"gone"},"isDisposed":true,"id":"abc"}"#

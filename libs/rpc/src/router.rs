@@ -33,6 +33,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use crate::envelope;
 use crate::error::RpcError;
 
 /// What a handler sees besides its typed input: the service state and the NATS headers.
@@ -93,7 +94,8 @@ pub(crate) enum Input<'a> {
     Binary(&'a Bytes),
 }
 
-/// The reply body a handler produces: its result serialized as JSON.
+/// The reply body a request handler produces: [`envelope::open_response`] followed by its result
+/// serialized as JSON (empty for event handlers).
 pub(crate) type Reply = Result<Vec<u8>, RpcError>;
 pub(crate) type BoxReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
 /// A type-erased handler: decodes its input (synchronously, so errors are 400s before any work
@@ -139,7 +141,7 @@ impl<S: Send + 'static> Router<S> {
         F: Fn(Ctx<S>, T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
-        let invoke = erase(handler, |value: &R| serde_json::to_vec(value));
+        let invoke = erase(handler, write_response);
         let route = self.route(subject);
         assert!(route.request.is_none(), "two request handlers for subject {subject}");
         route.request = Some(invoke);
@@ -162,7 +164,7 @@ impl<S: Send + 'static> Router<S> {
                 Input::Json(data) => Body::Json(data.to_owned()),
                 Input::Binary(bytes) => Body::Binary(bytes.clone()),
             };
-            Ok(finish(handler(ctx, body), |value: &R| serde_json::to_vec(value)))
+            Ok(finish(handler(ctx, body), write_response))
         });
         let route = self.route(subject);
         assert!(route.request.is_none(), "two request handlers for subject {subject}");
@@ -197,6 +199,13 @@ impl<S: Send + 'static> Router<S> {
     fn route(&mut self, subject: &str) -> &mut Route<S> {
         self.routes.entry(subject.to_owned()).or_insert(Route { request: None, event: None, binary: false })
     }
+}
+
+/// A request handler's output as the opening of its reply envelope.
+fn write_response<R: Serialize>(value: &R) -> serde_json::Result<Vec<u8>> {
+    let mut out = envelope::open_response();
+    serde_json::to_writer(&mut out, value)?;
+    Ok(out)
 }
 
 fn erase<S, T, R, E, F, Fut>(handler: F, encode: fn(&R) -> serde_json::Result<Vec<u8>>) -> Invoke<S>

@@ -400,7 +400,10 @@ async fn send_reply(
     outcome: Result<Vec<u8>, RpcError>,
 ) {
     let sent = match outcome {
-        Ok(json) => client.publish(reply, envelope::encode_response(id, &json).into()).await,
+        Ok(mut body) => {
+            envelope::close_response(&mut body, id);
+            client.publish(reply, body.into()).await
+        }
         Err(err) => {
             if err.status >= 500 {
                 tracing::error!(status = err.status, code = %err.code, "request failed");

@@ -34,9 +34,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mediabus_contracts::{ListFilter, MediaRecord, Page, Timestamp};
+use mediabus_contracts::{ListFilter, Media, MediaRecord, MediaStatus, Page, Timestamp};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use cursor::{MAX_LIMIT, clamp_limit};
 pub use mongo::MongoStore;
@@ -60,6 +61,31 @@ pub enum StoreError {
     /// The backend failed (I/O, connection, corrupt data). The text is for logs, not callers.
     #[error("store backend: {0}")]
     Backend(String),
+}
+
+/// A media document as JSON, ready to send, with what the access rules read ([`MediaStore::get_json`]).
+#[derive(Debug, Clone)]
+pub struct MediaJson {
+    /// The [`Media`] document serialized (DESIGN §4 field names), as `serde_json` writes it.
+    pub json: Box<RawValue>,
+    /// `Media::user_id`: the owner.
+    pub user_id: String,
+    pub is_public: bool,
+    pub status: MediaStatus,
+}
+
+impl MediaJson {
+    /// `media` serialized. [`StoreError::Backend`] if it does not serialize (a non-string map key
+    /// in `metadata` cannot occur in parsed JSON, so in practice never).
+    pub fn of(media: &Media) -> Result<Self, StoreError> {
+        Ok(Self {
+            json: serde_json::value::to_raw_value(media)
+                .map_err(|e| StoreError::Backend(format!("encode media {}: {e}", media.id)))?,
+            user_id: media.user_id.clone(),
+            is_public: media.is_public,
+            status: media.status,
+        })
+    }
 }
 
 /// A chunked upload in progress (`upload.create` .. `upload.complete`). Parts may reach
@@ -114,6 +140,13 @@ pub trait MediaStore: Send + Sync {
 
     /// The record with this id, in any status including `DELETED`; `None` if there is none.
     async fn get(&self, id: &str) -> Result<Option<MediaRecord>, StoreError>;
+
+    /// [`MediaStore::get`] for replying with the document as it is: its JSON and the fields the
+    /// access rules read. A store may keep the JSON written with the record, so that a read
+    /// decodes and encodes nothing; the default serializes what `get` returns.
+    async fn get_json(&self, id: &str) -> Result<Option<MediaJson>, StoreError> {
+        self.get(id).await?.map(|record| MediaJson::of(&record.media)).transpose()
+    }
 
     /// Replaces the whole record with the same id (the caller read it, changed fields, and sets
     /// `updated_at`). [`StoreError::NotFound`] if there is none.

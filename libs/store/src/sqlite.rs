@@ -21,10 +21,11 @@ use rusqlite::{
     Connection, ErrorCode, OptionalExtension as _, Row, TransactionBehavior, ffi, params, params_from_iter,
 };
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::{Mutex as AsyncMutex, Semaphore, oneshot};
 
 use crate::cursor::{CursorKey, clamp_limit, page_from_overfetch};
-use crate::{MediaStore, StoreError, UploadPart, UploadSession, clamp_janitor_limit, non_null};
+use crate::{MediaJson, MediaStore, StoreError, UploadPart, UploadSession, clamp_janitor_limit, non_null};
 
 // `UserStore` for this backend; a child module so it shares the connection helpers above.
 mod users;
@@ -137,6 +138,11 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX login_attempts_expires ON login_attempts (expires_at);
     "#,
+    // 2: each media row keeps its document as JSON (`serde_json` of `Media`), written with the
+    // columns, so a point read replies with it instead of decoding columns and encoding them
+    // again. Filled for existing rows by `fill_docs`; a later change to `Media`'s JSON form must
+    // come with a migration that clears `doc` so it is written again.
+    "ALTER TABLE media ADD COLUMN doc TEXT;",
 ];
 
 /// The media columns in `media_from_row` order, as a literal (so `concat!` can build statements).
@@ -149,8 +155,13 @@ macro_rules! media_columns {
 
 const MEDIA_COLUMNS: &str = media_columns!();
 
-/// [`MediaStore::get`]'s statement: a constant, so the statement cache finds it without building it.
-const GET_MEDIA_SQL: &str = concat!("SELECT ", media_columns!(), " FROM media WHERE id = ?1");
+/// The point read's statement ([`MediaStore::get`], [`MediaStore::get_json`]): a constant, so the
+/// statement cache finds it without building it.
+const GET_MEDIA_SQL: &str = "SELECT doc, storage_key, user_id, is_public, status FROM media WHERE id = ?1";
+/// The whole row by its columns: for rows without `doc` (see `fill_docs`).
+const GET_MEDIA_COLUMNS_SQL: &str = concat!("SELECT ", media_columns!(), " FROM media WHERE id = ?1");
+/// Columns written besides `MEDIA_COLUMNS`, in `media_values` order.
+const DERIVED_COLUMNS: [&str; 2] = ["name_folded", "doc"];
 
 const UPLOAD_COLUMNS: &str = "upload_id, user_id, storage_key, backend_upload_id, original_name, declared_size, \
      entity_id, entity_type, is_public, metadata, part_size, created_at, expires_at";
@@ -172,9 +183,67 @@ struct Inner {
 }
 
 /// A media point read waiting for its batch, and where its answer goes.
-type PendingGet = (String, oneshot::Sender<Result<Option<MediaRecord>, StoreError>>);
+type PendingGet = (String, oneshot::Sender<Result<Option<PointRow>, StoreError>>);
 
-/// The `get`s of one batch: the first caller leads (it yields once, then runs them all).
+/// What a point read fetches: the document as JSON and what the access rules and callers of
+/// `get` need besides it.
+struct PointRow {
+    doc: String,
+    storage_key: Option<String>,
+    user_id: String,
+    is_public: bool,
+    status: MediaStatus,
+}
+
+impl PointRow {
+    /// A row of `GET_MEDIA_SQL`; `None` if it has no `doc` (written before migration 2).
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Option<Self>> {
+        let Some(doc) = row.get(0)? else { return Ok(None) };
+        let status_text = text_column(row, 4)?.unwrap_or_default();
+        Ok(Some(Self {
+            doc,
+            storage_key: row.get(1)?,
+            user_id: row.get(2)?,
+            is_public: row.get(3)?,
+            status: MediaStatus::parse(status_text)
+                .ok_or_else(|| corrupt(4, format!("unknown status {status_text}")))?,
+        }))
+    }
+
+    /// From the columns, for a row without `doc`.
+    fn from_record(record: MediaRecord) -> Result<Self, StoreError> {
+        let MediaJson { json, user_id, is_public, status } = MediaJson::of(&record.media)?;
+        Ok(Self { doc: json.get().to_owned(), storage_key: record.storage_key, user_id, is_public, status })
+    }
+
+    fn into_record(self) -> Result<MediaRecord, StoreError> {
+        let media =
+            serde_json::from_str(&self.doc).map_err(|e| StoreError::Backend(format!("corrupt media doc: {e}")))?;
+        Ok(MediaRecord { media, storage_key: self.storage_key })
+    }
+
+    fn into_json(self) -> Result<MediaJson, StoreError> {
+        let json =
+            RawValue::from_string(self.doc).map_err(|e| StoreError::Backend(format!("corrupt media doc: {e}")))?;
+        Ok(MediaJson { json, user_id: self.user_id, is_public: self.is_public, status: self.status })
+    }
+}
+
+/// One point read on `conn`, inside the batch's transaction.
+fn point_read(conn: &Connection, id: &str) -> Result<Option<PointRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(GET_MEDIA_SQL).map_err(backend)?;
+    match stmt.query_row([id], PointRow::from_row).optional().map_err(backend)? {
+        None => Ok(None),
+        Some(Some(row)) => Ok(Some(row)),
+        Some(None) => {
+            let mut stmt = conn.prepare_cached(GET_MEDIA_COLUMNS_SQL).map_err(backend)?;
+            let record = stmt.query_row([id], media_from_row).optional().map_err(backend)?;
+            record.map(PointRow::from_record).transpose()
+        }
+    }
+}
+
+/// The point reads of one batch: the first caller leads (it yields once, then runs them all).
 #[derive(Default)]
 struct PointBatch {
     pending: Vec<PendingGet>,
@@ -293,7 +362,25 @@ impl SqliteStore {
         result
     }
 
-    /// Runs every pending `get` in one read transaction and answers each. Each read transaction
+    /// A point read, batched: the first caller yields once to the scheduler, letting the requests
+    /// already received reach their point read too, then runs them all right on its task (see
+    /// `run_batch`).
+    async fn point(&self, id: &str) -> Result<Option<PointRow>, StoreError> {
+        let (answer, result) = oneshot::channel();
+        let lead = {
+            let mut batch = self.inner.batch.lock().unwrap_or_else(|e| e.into_inner());
+            batch.pending.push((id.to_owned(), answer));
+            !std::mem::replace(&mut batch.collecting, true)
+        };
+        if lead {
+            let run = RunBatch(self);
+            tokio::task::yield_now().await;
+            drop(run);
+        }
+        result.await.unwrap_or_else(|_| Err(StoreError::Backend("point read abandoned".into())))
+    }
+
+    /// Runs every pending point read in one read transaction and answers each. Each read transaction
     /// costs two `fcntl` locks on the WAL index and a snapshot set-up (measured: a third of a
     /// `media.findOne`); a batch pays them once. The snapshot is taken after every batched
     /// caller asked, so each sees every write committed before its request: nothing is stale.
@@ -311,12 +398,7 @@ impl SqliteStore {
             if many {
                 conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(backend)?;
             }
-            let mut stmt = conn.prepare_cached(GET_MEDIA_SQL).map_err(backend)?;
-            let results: Vec<_> = pending
-                .iter()
-                .map(|(id, _)| stmt.query_row([id], media_from_row).optional().map_err(backend))
-                .collect();
-            drop(stmt);
+            let results: Vec<_> = pending.iter().map(|(id, _)| point_read(conn, id)).collect();
             if many {
                 // Read-only: a failed COMMIT loses nothing read; the connection is then dropped.
                 let _ = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
@@ -361,8 +443,25 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
         tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {}: {e}", index + 1)))?;
     }
+    if applied < 2 {
+        fill_docs(&tx)?;
+    }
     tx.pragma_update(None, "user_version", known).map_err(backend)?;
     tx.commit().map_err(backend)
+}
+
+/// Writes `doc` for every media row without one (rows from before migration 2). Rows a process of
+/// an older build inserts later still lack it; point reads fall back to the columns for those.
+fn fill_docs(conn: &Connection) -> Result<(), StoreError> {
+    let mut select =
+        conn.prepare(concat!("SELECT ", media_columns!(), " FROM media WHERE doc IS NULL")).map_err(backend)?;
+    let mut update = conn.prepare("UPDATE media SET doc = ?2 WHERE id = ?1").map_err(backend)?;
+    let records = select.query_map([], media_from_row).map_err(backend)?;
+    for record in records {
+        let media = record.map_err(backend)?.media;
+        update.execute(params![media.id, MediaJson::of(&media)?.json.get()]).map_err(backend)?;
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -467,7 +566,7 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<UploadSession> {
     })
 }
 
-/// The 19 column values of a media row, in `MEDIA_COLUMNS` order plus `name_folded` last.
+/// The 20 column values of a media row: `MEDIA_COLUMNS` order, then `DERIVED_COLUMNS`.
 fn media_values(record: &MediaRecord) -> Result<Vec<SqlValue>, StoreError> {
     let m = &record.media;
     let variants =
@@ -492,6 +591,7 @@ fn media_values(record: &MediaRecord) -> Result<Vec<SqlValue>, StoreError> {
         variants.into(),
         record.storage_key.clone().into(),
         m.original_name.to_lowercase().into(),
+        MediaJson::of(m)?.json.get().to_owned().into(),
     ])
 }
 
@@ -580,8 +680,11 @@ impl MediaStore for SqliteStore {
         let values = media_values(record)?;
         let id = record.media.id.clone();
         self.write(move |conn| {
-            let sql =
-                format!("INSERT INTO media ({MEDIA_COLUMNS}, name_folded) VALUES ({})", placeholders(values.len()));
+            let sql = format!(
+                "INSERT INTO media ({MEDIA_COLUMNS}, {}) VALUES ({})",
+                DERIVED_COLUMNS.join(", "),
+                placeholders(values.len())
+            );
             match conn.execute(&sql, params_from_iter(&values)) {
                 Ok(_) => Ok(()),
                 Err(e) if extended_code(&e) == Some(ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
@@ -593,22 +696,14 @@ impl MediaStore for SqliteStore {
         .await
     }
 
-    /// Point reads of concurrent callers are batched into one read transaction (see
-    /// `run_batch`): the first caller yields once to the scheduler, letting the requests already
-    /// received reach their `get` too, then runs them all right on its task.
+    /// Batched with concurrent point reads (see `SqliteStore::point`).
     async fn get(&self, id: &str) -> Result<Option<MediaRecord>, StoreError> {
-        let (answer, result) = oneshot::channel();
-        let lead = {
-            let mut batch = self.inner.batch.lock().unwrap_or_else(|e| e.into_inner());
-            batch.pending.push((id.to_owned(), answer));
-            !std::mem::replace(&mut batch.collecting, true)
-        };
-        if lead {
-            let run = RunBatch(self);
-            tokio::task::yield_now().await;
-            drop(run);
-        }
-        result.await.unwrap_or_else(|_| Err(StoreError::Backend("point read abandoned".into())))
+        self.point(id).await?.map(PointRow::into_record).transpose()
+    }
+
+    /// The `doc` column as is: no decoding, no encoding. Batched as [`MediaStore::get`].
+    async fn get_json(&self, id: &str) -> Result<Option<MediaJson>, StoreError> {
+        self.point(id).await?.map(PointRow::into_json).transpose()
     }
 
     async fn update(&self, record: &MediaRecord) -> Result<(), StoreError> {
@@ -617,7 +712,7 @@ impl MediaStore for SqliteStore {
             // Every column but id (value 1) is set; id is the key.
             let sets: Vec<String> = MEDIA_COLUMNS
                 .split(", ")
-                .chain(["name_folded"])
+                .chain(DERIVED_COLUMNS)
                 .enumerate()
                 .skip(1)
                 .map(|(i, col)| format!("{} = ?{}", col.trim(), i + 1))
@@ -829,9 +924,43 @@ mod tests {
         (dir, store)
     }
 
+    /// A database made by a build before migration 2 gets a `doc` for each row at open, equal to
+    /// the document of its columns.
+    #[tokio::test]
+    async fn opening_a_version_1_database_writes_each_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let old = record("old");
+        {
+            let conn = connect(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let values = &media_values(&old).unwrap()[..19]; // without `doc`
+            let sql = format!("INSERT INTO media ({MEDIA_COLUMNS}, name_folded) VALUES ({})", placeholders(19));
+            conn.execute(&sql, params_from_iter(values)).unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let doc: String =
+            connect(&path).unwrap().query_row("SELECT doc FROM media WHERE id = 'old'", [], |r| r.get(0)).unwrap();
+        assert_eq!(serde_json::from_str::<Media>(&doc).unwrap(), old.media);
+        assert_eq!(store.get("old").await.unwrap(), Some(old));
+    }
+
+    /// A row without `doc` (inserted by a process of an older build during an upgrade) is read
+    /// from its columns.
+    #[tokio::test]
+    async fn a_row_without_its_document_is_read_from_the_columns() {
+        let (dir, store) = store_with(&["legacy"]).await;
+        connect(&dir.path().join("m.db")).unwrap().execute("UPDATE media SET doc = NULL", []).unwrap();
+        assert_eq!(store.get("legacy").await.unwrap(), Some(record("legacy")));
+        let doc = store.get_json("legacy").await.unwrap().unwrap();
+        assert_eq!(serde_json::from_str::<Media>(doc.json.get()).unwrap(), record("legacy").media);
+        assert_eq!((doc.user_id.as_str(), doc.is_public, doc.status), ("u1", false, MediaStatus::Ready));
+    }
+
     #[test]
-    fn the_point_read_selects_the_media_columns() {
-        assert_eq!(GET_MEDIA_SQL, format!("SELECT {MEDIA_COLUMNS} FROM media WHERE id = ?1"));
+    fn the_column_fallback_selects_the_media_columns() {
+        assert_eq!(GET_MEDIA_COLUMNS_SQL, format!("SELECT {MEDIA_COLUMNS} FROM media WHERE id = ?1"));
     }
 
     /// Concurrent gets share batches; each gets its own answer, and a write committed before a

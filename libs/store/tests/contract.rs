@@ -145,6 +145,31 @@ async fn insert_then_get_returns_every_field(store: &dyn MediaStore, b: &Backend
     assert_eq!(ids(&page), vec![full.media.id.clone()], "{}: Unicode q", b.name);
 }
 
+/// `get_json` is `get`'s document, serialized; it follows updates.
+async fn get_json_is_the_document_of_get(store: &dyn MediaStore, b: &Backend) {
+    let mut full = full_record();
+    store.insert(&full).await.unwrap();
+    let bare = record("bare-json", "user-bare", 7);
+    store.insert(&bare).await.unwrap();
+    for r in [&full, &bare] {
+        let doc = store.get_json(&r.media.id).await.unwrap().expect("stored");
+        let media: Media = serde_json::from_str(doc.json.get()).unwrap();
+        assert_eq!(media, r.media, "{}: {}", b.name, r.media.id);
+        assert_eq!(
+            (doc.user_id.as_str(), doc.is_public, doc.status),
+            (r.media.user_id.as_str(), r.media.is_public, r.media.status)
+        );
+    }
+    full.media.is_public = !full.media.is_public;
+    full.media.status = MediaStatus::Deleted;
+    full.media.original_name = "renamed.png".into();
+    store.update(&full).await.unwrap();
+    let doc = store.get_json(&full.media.id).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_str::<Media>(doc.json.get()).unwrap(), full.media, "{}: after update", b.name);
+    assert_eq!((doc.is_public, doc.status), (full.media.is_public, MediaStatus::Deleted));
+    assert!(store.get_json("no-such-id").await.unwrap().is_none());
+}
+
 async fn duplicate_id_is_a_conflict(store: &dyn MediaStore, b: &Backend) {
     let first = record("dup", "u1", 1);
     store.insert(&first).await.unwrap();
@@ -618,6 +643,7 @@ macro_rules! contract {
 
 contract!(
     insert_then_get_returns_every_field,
+    get_json_is_the_document_of_get,
     duplicate_id_is_a_conflict,
     update_replaces_the_whole_record,
     list_filters_each_field,

@@ -6,8 +6,9 @@
 //! - `userId` in a payload is honoured only for admin and service callers, who act for that user.
 
 use mediabus_auth::{Identity, Role, Verifier};
-use mediabus_contracts::{Media, Visibility};
+use mediabus_contracts::{Media, MediaStatus, Visibility};
 use mediabus_rpc::Ctx;
+use mediabus_store::MediaJson;
 
 use crate::error::{MediaError, Result};
 
@@ -30,8 +31,8 @@ impl Caller {
 
     /// The identity requests are judged as: for admin and service callers naming a `userId`,
     /// that user (a service then has exactly that user's rights; an admin keeps admin rights).
-    pub fn acting_for(&self, requested_user: Option<&str>) -> Option<Identity> {
-        let me = self.0.as_ref()?;
+    pub fn acting_for(self, requested_user: Option<&str>) -> Option<Identity> {
+        let me = self.0?;
         match requested_user {
             Some(user) if me.may_act_for_others() && user != me.user_id => {
                 let roles = if me.is_admin() { me.roles.clone() } else { vec![Role::User] };
@@ -40,19 +41,41 @@ impl Caller {
                 }
                 Some(Identity { user_id: user.to_owned(), roles })
             }
-            _ => Some(me.clone()),
+            _ => Some(me),
         }
     }
 }
 
+/// What the rules read of a document: from a [`Media`] or a [`MediaJson`].
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub owner: &'a str,
+    pub is_public: bool,
+    pub status: MediaStatus,
+}
+
+impl<'a> From<&'a Media> for Facts<'a> {
+    fn from(media: &'a Media) -> Self {
+        Self { owner: &media.user_id, is_public: media.is_public, status: media.status }
+    }
+}
+
+impl<'a> From<&'a MediaJson> for Facts<'a> {
+    fn from(doc: &'a MediaJson) -> Self {
+        Self { owner: &doc.user_id, is_public: doc.is_public, status: doc.status }
+    }
+}
+
 /// Whether `who` may read `media` (deleted media are invisible to every read).
-pub fn can_read(who: Option<&Identity>, media: &Media) -> bool {
-    media.status != mediabus_contracts::MediaStatus::Deleted && (media.is_public || can_write(who, media))
+pub fn can_read<'a>(who: Option<&Identity>, media: impl Into<Facts<'a>>) -> bool {
+    let media = media.into();
+    media.status != MediaStatus::Deleted && (media.is_public || can_write(who, media))
 }
 
 /// Whether `who` may update or remove `media`: its owner or an admin.
-pub fn can_write(who: Option<&Identity>, media: &Media) -> bool {
-    who.is_some_and(|w| w.is_admin() || w.user_id == media.user_id)
+pub fn can_write<'a>(who: Option<&Identity>, media: impl Into<Facts<'a>>) -> bool {
+    let owner = media.into().owner;
+    who.is_some_and(|w| w.is_admin() || w.user_id == owner)
 }
 
 /// Which documents a listing by `who` may return.

@@ -2,7 +2,7 @@
 //! served by `test-worker`) next to a bare async-nats responder (`test-worker --raw`), on one
 //! nats-server, in one run. Run by `scripts/bench`, not in CI.
 //!
-//! Usage: `rpc-bench [--seconds N]` (default 5 s per round, after 1 s of warm-up; 3 rounds each).
+//! Usage: `rpc-bench [--seconds N]` (default 5 s per round, after 1 s of warm-up; 5 rounds each).
 //! Prints, for concurrency 1 and 64: requests/s, p50 and p99 in µs, and framework/raw ratios.
 
 use bytes::Bytes;
@@ -29,8 +29,8 @@ async fn main() {
     );
     println!("{:<11} {:>5} {:>12} {:>9} {:>9}", "responder", "conc", "req/s", "p50 µs", "p99 µs");
     for concurrency in [1, 64] {
-        let (r, f) = compare(&clients, &raw, &framework, concurrency, seconds).await;
-        report(concurrency, ("raw", &r), ("framework", &f));
+        let comparison = compare(&clients, &raw, &framework, concurrency, seconds).await;
+        report(concurrency, "raw", "framework", &comparison);
     }
     println!("targets at 64: throughput ratio >= 0.85, p99 <= 1.2x raw");
 }

@@ -8,6 +8,7 @@ use mediabus_contracts::requests::{
 };
 use mediabus_contracts::{ListFilter, Media, MediaRecord, MediaStatus, Page, SortOrder, Timestamp, subjects};
 use mediabus_rpc::Ctx;
+use serde_json::value::RawValue;
 
 use super::{check_entity, idempotent, signed_in, type_of};
 use crate::AppState;
@@ -68,9 +69,15 @@ pub async fn create(ctx: Ctx<AppState>, input: CreateMedia) -> Result<Media> {
     .await
 }
 
-/// `media.findOne`: 404 when missing, deleted, or private to someone else.
-pub async fn find_one(ctx: Ctx<AppState>, input: MediaRef) -> Result<Media> {
-    Ok(readable(&ctx, &input).await?.media)
+/// `media.findOne`: the Media document; 404 when missing, deleted, or private to someone else.
+/// Replies with the JSON the store kept, so the hot read decodes and encodes no document.
+pub async fn find_one(ctx: Ctx<AppState>, input: MediaRef) -> Result<Box<RawValue>> {
+    let who = Caller::from_ctx(&ctx, &ctx.state.verifier)?.acting_for(input.user_id.as_deref());
+    let doc = ctx.state.store.get_json(&input.id).await?.ok_or(MediaError::NotFound)?;
+    if !can_read(who.as_ref(), &doc) {
+        return Err(MediaError::NotFound);
+    }
+    Ok(doc.json)
 }
 
 /// `media.content` (extension): a signed URL to the media's bytes, valid for
