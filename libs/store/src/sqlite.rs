@@ -212,8 +212,14 @@ impl PointRow {
 
     /// From the columns, for a row without `doc`.
     fn from_record(record: MediaRecord) -> Result<Self, StoreError> {
-        let MediaJson { json, user_id, is_public, status } = MediaJson::of(&record.media)?;
-        Ok(Self { doc: json.get().to_owned(), storage_key: record.storage_key, user_id, is_public, status })
+        let MediaRecord { media, storage_key } = record;
+        Ok(Self {
+            doc: doc_of(&media)?,
+            storage_key,
+            is_public: media.is_public,
+            status: media.status,
+            user_id: media.user_id,
+        })
     }
 
     fn into_record(self) -> Result<MediaRecord, StoreError> {
@@ -229,9 +235,17 @@ impl PointRow {
     }
 }
 
-/// One point read on `conn`, inside the batch's transaction.
-fn point_read(conn: &Connection, id: &str) -> Result<Option<PointRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(GET_MEDIA_SQL).map_err(backend)?;
+/// The `doc` column of `media`.
+fn doc_of(media: &Media) -> Result<String, StoreError> {
+    serde_json::to_string(media).map_err(|e| StoreError::Backend(format!("encode media {}: {e}", media.id)))
+}
+
+/// One point read with `stmt` (`GET_MEDIA_SQL` on `conn`), inside the batch's transaction.
+fn point_read(
+    conn: &Connection,
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    id: &str,
+) -> Result<Option<PointRow>, StoreError> {
     match stmt.query_row([id], PointRow::from_row).optional().map_err(backend)? {
         None => Ok(None),
         Some(Some(row)) => Ok(Some(row)),
@@ -398,7 +412,9 @@ impl SqliteStore {
             if many {
                 conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(backend)?;
             }
-            let results: Vec<_> = pending.iter().map(|(id, _)| point_read(conn, id)).collect();
+            let mut stmt = conn.prepare_cached(GET_MEDIA_SQL).map_err(backend)?;
+            let results: Vec<_> = pending.iter().map(|(id, _)| point_read(conn, &mut stmt, id)).collect();
+            drop(stmt);
             if many {
                 // Read-only: a failed COMMIT loses nothing read; the connection is then dropped.
                 let _ = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]));
@@ -459,7 +475,7 @@ fn fill_docs(conn: &Connection) -> Result<(), StoreError> {
     let records = select.query_map([], media_from_row).map_err(backend)?;
     for record in records {
         let media = record.map_err(backend)?.media;
-        update.execute(params![media.id, MediaJson::of(&media)?.json.get()]).map_err(backend)?;
+        update.execute(params![media.id, doc_of(&media)?]).map_err(backend)?;
     }
     Ok(())
 }
@@ -591,7 +607,7 @@ fn media_values(record: &MediaRecord) -> Result<Vec<SqlValue>, StoreError> {
         variants.into(),
         record.storage_key.clone().into(),
         m.original_name.to_lowercase().into(),
-        MediaJson::of(m)?.json.get().to_owned().into(),
+        doc_of(m)?.into(),
     ])
 }
 
