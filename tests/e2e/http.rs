@@ -105,7 +105,7 @@ fn built_bin(name: &str) -> String {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 fn ids(page: &Value) -> Vec<&str> {
@@ -325,7 +325,7 @@ async fn a_300_mib_upload_streams_with_bounded_memory() {
         }
     }
     assert_eq!(received, 300 << 20);
-    assert_eq!(format!("{:x}", hasher.finalize()), expected, "the bytes read back differ");
+    assert_eq!(hex::encode(hasher.finalize()), expected, "the bytes read back differ");
 
     let limit_kib = 100 * 1024;
     let bridge_kib = peak_rss_kib(stack.bridge.id()).unwrap();
@@ -392,7 +392,11 @@ async fn cut_off_and_stalled_uploads_leave_nothing_behind() {
 /// Writes `mib` MiB that sniff as MP4 to `path` (see `bench::write_video`); returns its hex SHA-256.
 fn write_video(path: &Path, mib: usize) -> String {
     mediabus_e2e::bench::write_video(path, mib);
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut hasher).unwrap();
-    format!("{:x}", hasher.finalize())
+    let (mut file, mut hasher, mut buf) = (std::fs::File::open(path).unwrap(), Sha256::new(), vec![0; 1 << 20]);
+    loop {
+        match std::io::Read::read(&mut file, &mut buf).unwrap() {
+            0 => break hex::encode(hasher.finalize()),
+            n => hasher.update(&buf[..n]),
+        }
+    }
 }

@@ -317,10 +317,6 @@ fn check_part_number(part_number: u32) -> Result<(), StorageError> {
     }
 }
 
-fn hex_digest(digest: impl std::fmt::LowerHex) -> String {
-    format!("{digest:x}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

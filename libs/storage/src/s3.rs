@@ -21,8 +21,8 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    BlobStore, ByteRange, ByteStream, ObjectMeta, PartReceipt, StorageError, Stored, check_part_number, hex_digest,
-    validate_key, validate_part_list,
+    BlobStore, ByteRange, ByteStream, ObjectMeta, PartReceipt, StorageError, Stored, check_part_number, validate_key,
+    validate_part_list,
 };
 
 /// Size of the parts `put` uploads a large body in: the one buffer it holds per put.
@@ -354,7 +354,7 @@ impl BlobStore for S3Store {
             hasher.update(&chunk);
             size += chunk.len() as u64;
         }
-        Ok(Stored { size, sha256_hex: hex_digest(hasher.finalize()) })
+        Ok(Stored { size, sha256_hex: hex::encode(hasher.finalize()) })
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
@@ -441,7 +441,7 @@ impl PartCutter {
 
     /// Size and SHA-256 of everything read so far.
     fn stored(self) -> Stored {
-        Stored { size: self.size, sha256_hex: hex_digest(self.hasher.finalize()) }
+        Stored { size: self.size, sha256_hex: hex::encode(self.hasher.finalize()) }
     }
 }
 

@@ -78,7 +78,7 @@ fn failing_stream(ok_bytes: usize) -> ByteStream {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(data))
+    hex::encode(Sha256::digest(data))
 }
 
 async fn read_all(mut body: ByteStream) -> Vec<u8> {
@@ -96,7 +96,7 @@ async fn digest_stream(mut body: ByteStream) -> (u64, String) {
         size += chunk.len() as u64;
         hasher.update(&chunk);
     }
-    (size, format!("{:x}", hasher.finalize()))
+    (size, hex::encode(hasher.finalize()))
 }
 
 async fn get_bytes(store: &dyn BlobStore, key: &str) -> Vec<u8> {
@@ -441,6 +441,51 @@ mod local_fs {
         assert_eq!(super::get_bytes(&store, &key).await, b"abcdefgh");
         assert_eq!(entries(&store.root().join(".uploads")), Vec::<String>::new());
         assert_eq!(entries(&store.root().join(".tmp")), Vec::<String>::new());
+    }
+
+    /// Bytes of an upload's data file covered by its running digest (`sha256` in the upload
+    /// directory), if it has one.
+    fn hashed(store: &LocalStore, id: &str) -> Option<u64> {
+        let bytes = std::fs::read(store.root().join(".uploads").join(id).join("sha256")).ok()?;
+        Some(u64::from_le_bytes(bytes[..8].try_into().unwrap()))
+    }
+
+    /// Parts are hashed as they arrive in order (a part waits for the one before it, then is read
+    /// back), the running digest recorded in the upload directory; a part sent again over hashed
+    /// bytes drops it. Completion carries the digest on, or hashes all without one.
+    #[tokio::test]
+    async fn parts_in_order_are_hashed_as_they_arrive() {
+        const PART: usize = 64 * 1024;
+        let (_dir, store) = store();
+        let key = new_key();
+        let mut parts =
+            [pattern_bytes(71, PART), pattern_bytes(72, PART), pattern_bytes(73, PART), pattern_bytes(74, 9)];
+        let all = 3 * PART as u64 + 9;
+        let put = async |id: &str, n: usize, data: &[u8]| {
+            let at = (n * PART) as u64;
+            store.put_part_at(&key, id, n as u32 + 1, at, Bytes::copy_from_slice(data)).await.unwrap();
+            hashed(&store, id)
+        };
+        let complete = async |id: &str| {
+            let receipts = store.list_parts(&key, id).await.unwrap();
+            store.complete_multipart(&key, id, &receipts).await.unwrap().sha256_hex
+        };
+
+        let id = store.create_multipart(&key).await.unwrap();
+        assert_eq!(put(&id, 1, &parts[1]).await, None, "part 2 alone continues nothing");
+        assert_eq!(put(&id, 0, &parts[0]).await, Some(2 * PART as u64), "part 1, then part 2 read back");
+        assert_eq!(put(&id, 3, &parts[3]).await, Some(2 * PART as u64), "part 4 waits for part 3");
+        assert_eq!(put(&id, 2, &parts[2]).await, Some(all), "parts 3 and 4");
+        parts[1] = pattern_bytes(75, PART);
+        assert_eq!(put(&id, 1, &parts[1]).await, None, "part 2 sent again with other bytes");
+        assert_eq!(complete(&id).await, super::sha256_hex(&parts.concat()), "hashed whole at completion");
+
+        let id = store.create_multipart(&key).await.unwrap();
+        for (n, data) in parts.iter().enumerate() {
+            assert_eq!(put(&id, n, data).await, Some((n * PART + data.len()) as u64), "part {}", n + 1);
+        }
+        assert_eq!(complete(&id).await, super::sha256_hex(&parts.concat()), "the digest carried on");
+        assert_eq!(super::get_bytes(&store, &key).await, parts.concat());
     }
 
     /// A part written in place and re-sent: a completion with the old receipt is refused and
