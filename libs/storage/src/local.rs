@@ -550,26 +550,22 @@ fn write_part(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Result<()> 
     Ok(())
 }
 
-/// Writes `data` (a multiple of [`DIRECT_ALIGN`] long) at `offset` through this thread's aligned
-/// buffer, [`DIRECT_CHUNK`] at a time; `done` counts the bytes written.
+/// Writes `data` (a multiple of [`DIRECT_ALIGN`] long) at `offset` through an aligned buffer,
+/// [`DIRECT_CHUNK`] at a time; `done` counts the bytes written.
 fn write_direct(file: &std::fs::File, offset: u64, data: &[u8], done: &mut usize) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    thread_local! {
-        // Blocking-pool threads are reused, and so is this buffer (DIRECT_CHUNK + DIRECT_ALIGN).
-        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    // Allocated per part, not kept per thread: a worker's memory stays parts in flight.
+    let size = DIRECT_CHUNK.min(data.len());
+    let mut buffer = vec![0; size + DIRECT_ALIGN];
+    let start = buffer.as_ptr().align_offset(DIRECT_ALIGN);
+    let aligned = &mut buffer[start..start + size];
+    while *done < data.len() {
+        let n = (data.len() - *done).min(aligned.len());
+        aligned[..n].copy_from_slice(&data[*done..*done + n]);
+        file.write_all_at(&aligned[..n], offset + *done as u64)?;
+        *done += n;
     }
-    BUFFER.with_borrow_mut(|buffer| {
-        buffer.resize(DIRECT_CHUNK + DIRECT_ALIGN, 0);
-        let start = buffer.as_ptr().align_offset(DIRECT_ALIGN);
-        let aligned = &mut buffer[start..start + DIRECT_CHUNK];
-        while *done < data.len() {
-            let n = (data.len() - *done).min(DIRECT_CHUNK);
-            aligned[..n].copy_from_slice(&data[*done..*done + n]);
-            file.write_all_at(&aligned[..n], offset + *done as u64)?;
-            *done += n;
-        }
-        Ok(())
-    })
+    Ok(())
 }
 
 /// Turns `O_DIRECT` on or off for `file` (`fcntl(F_SETFL)`); fails where the file system does not
