@@ -535,7 +535,7 @@ fn write_part(file: &std::fs::File, offset: u64, data: &[u8]) -> io::Result<()> 
     use std::os::unix::fs::FileExt;
     let mut done = 0;
     let aligned = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-    if offset % DIRECT_ALIGN as u64 == 0 && aligned > 0 && set_direct(file, true).is_ok() {
+    if offset.is_multiple_of(DIRECT_ALIGN as u64) && aligned > 0 && set_direct(file, true).is_ok() {
         let written = write_direct(file, offset, &data[..aligned], &mut done);
         set_direct(file, false)?;
         match written {
