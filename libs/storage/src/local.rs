@@ -27,9 +27,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use sha2::Digest;
-use sha2::Sha256;
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+use sha2::{Digest, Sha256};
 use tokio::fs::{self, File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
@@ -45,7 +44,7 @@ const UPLOADS_DIR: &str = ".uploads";
 const UPLOAD_KEY_FILE: &str = "key";
 /// Read/write buffer: big enough to keep syscalls (each a blocking-pool hop in tokio) rare.
 const IO_BUF: usize = 256 * 1024;
-/// Buffer of the blocking part assembly: one per completion in progress.
+/// Buffer of the blocking reads of parts (assembly, hashing parts read back).
 const ASSEMBLE_BUF: usize = 1024 * 1024;
 /// Largest single write(2) of a part through the page cache (where `O_DIRECT` is not taken, see
 /// [`write_part`]). Measured on Linux 6.18 / ext4 (a VM), http-bench (512 MiB uploads, two
