@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use mediabus_e2e::bench::peak_rss_kib;
+use mediabus_e2e::bench::{peak_rss_kib, write_video};
 use mediabus_e2e::http::{Reply, call, collect, file_body, form_around, form_content_type, send};
 use mediabus_e2e::{WorkerProcess, dev_token};
 use mediabus_testkit::{NatsServer, files_under, free_port, media_files};
@@ -387,16 +387,4 @@ async fn cut_off_and_stalled_uploads_leave_nothing_behind() {
     }
     let page = stack.call("GET", "/api/users/alice/media", Some(&alice), &[]).await.json();
     assert_eq!(page["total"], 0, "{page}");
-}
-
-/// Writes `mib` MiB that sniff as MP4 to `path` (see `bench::write_video`); returns its hex SHA-256.
-fn write_video(path: &Path, mib: usize) -> String {
-    mediabus_e2e::bench::write_video(path, mib);
-    let (mut file, mut hasher, mut buf) = (std::fs::File::open(path).unwrap(), Sha256::new(), vec![0; 1 << 20]);
-    loop {
-        match std::io::Read::read(&mut file, &mut buf).unwrap() {
-            0 => break hex::encode(hasher.finalize()),
-            n => hasher.update(&buf[..n]),
-        }
-    }
 }

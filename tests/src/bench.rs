@@ -175,8 +175,11 @@ pub fn report_transfer(
 
 /// Writes `mib` MiB to `path` that sniff as `video/mp4`: an ISO BMFF `ftyp` box (what content
 /// sniffing reads), then xorshift pseudo-random filler (incompressible, the same on every run).
-pub fn write_video(path: impl AsRef<std::path::Path>, mib: usize) {
+/// Returns the file's SHA-256, lowercase hex.
+pub fn write_video(path: impl AsRef<std::path::Path>, mib: usize) -> String {
+    use sha2::Digest;
     use std::io::Write;
+    let mut hasher = sha2::Sha256::new();
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create video file"));
     let mut block = vec![0u8; 1 << 20];
     block[..24].copy_from_slice(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2");
@@ -189,9 +192,11 @@ pub fn write_video(path: impl AsRef<std::path::Path>, mib: usize) {
             x ^= x << 5;
             *byte = x as u8;
         }
+        hasher.update(&block);
         out.write_all(&block).expect("write video file");
     }
     out.flush().expect("write video file");
+    hex::encode(hasher.finalize())
 }
 
 /// Peak resident memory (`VmHWM`) of process `pid`, in KiB (Linux).

@@ -48,9 +48,8 @@ async fn main() {
     let dir = tempfile::tempdir_in(data).expect("temp dir");
     let path = |p: &str| dir.path().join(p).to_str().unwrap().to_owned();
     let source = dir.path().join("source.mp4");
-    write_video(&source, FILE_MIB);
+    let checksum = format!("sha256:{}", write_video(&source, FILE_MIB));
     let size = (FILE_MIB as u64) << 20;
-    let checksum = format!("sha256:{}", sha256_hex(&source));
     let mut head = vec![0u8; 4096];
     std::fs::File::open(&source).unwrap().read_exact(&mut head).unwrap();
 
@@ -274,13 +273,6 @@ fn add_cpu(total: &mut BTreeMap<String, f64>, before: &BTreeMap<String, f64>) {
     for (name, secs) in cpu_by_process() {
         *total.entry(name.clone()).or_insert(0.0) += secs - before.get(&name).copied().unwrap_or(0.0);
     }
-}
-
-/// Hex SHA-256 of the file, by coreutils' `sha256sum` (untimed; checks the uploads).
-fn sha256_hex(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum").arg(path).output().expect("run sha256sum");
-    assert!(out.status.success(), "sha256sum failed");
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
 }
 
 /// The 1, 5 and 15 minute load averages (Linux), for judging how busy the machine was.

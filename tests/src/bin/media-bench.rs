@@ -88,7 +88,7 @@ async fn main() {
 
     // 2. Chunked upload vs cp.
     let source = path("source.mp4");
-    write_video(&source, UPLOAD_MIB);
+    let checksum = format!("sha256:{}", write_video(&source, UPLOAD_MIB));
     let start = Instant::now();
     let copied = std::process::Command::new("cp").arg(&source).arg(path("copy.mp4")).status().unwrap();
     assert!(copied.success());
@@ -134,6 +134,7 @@ async fn main() {
         rpc.call_with_headers("upload.complete", &json!({"uploadId": upload_id}), auth).await.expect("upload.complete");
     let upload_secs = start.elapsed().as_secs_f64();
     assert_eq!(done["size"].as_u64(), Some((UPLOAD_MIB as u64) << 20));
+    assert_eq!(done["checksum"].as_str(), Some(checksum.as_str()), "uploaded checksum: {done}");
     let rss_peak = peak_rss_kib(media.id()).unwrap_or(0);
 
     let mib = UPLOAD_MIB as f64;
