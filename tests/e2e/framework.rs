@@ -207,7 +207,12 @@ async fn shutdown_finishes_requests_in_flight_then_stops_answering() {
             tokio::spawn(async move { rpc.call::<_, Value>("rust.slow", &json!({"ms": 300})).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut down only once all 8 are in their handlers (polled: no fixed sleep).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.state.in_flight.load(Ordering::SeqCst) < 8 {
+        assert!(tokio::time::Instant::now() < deadline, "8 requests in flight");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     app.running.shutdown().await;
     for call in in_flight {
         call.await.unwrap().expect("request in flight at shutdown is answered");

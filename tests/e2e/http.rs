@@ -14,8 +14,8 @@ use hyper::Request;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use mediabus_e2e::bench::{peak_rss_kib, write_video};
 use mediabus_e2e::http::{Reply, call, collect, file_body, form_around, form_content_type, send};
-use mediabus_e2e::{WorkerProcess, dev_token};
-use mediabus_testkit::{NatsServer, files_under, free_port, media_files};
+use mediabus_e2e::{WorkerProcess, built_bin, dev_token};
+use mediabus_testkit::{NatsServer, files_under, media_files};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -50,8 +50,8 @@ impl Stack {
         ];
         let media =
             (0..2).map(|_| WorkerProcess::spawn_with_env(&built_bin("media-service"), &media_env, &[])).collect();
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
+        // Port 0: the bridge binds a port of the system's choosing and prints it (no race).
+        let listen = "127.0.0.1:0";
         let bridge_password = nats.password("bridge");
         let idle = BODY_IDLE_MS.to_string();
         let bridge_env = [
@@ -59,11 +59,12 @@ impl Stack {
             ("MEDIABUS__NATS__USER", "bridge"),
             ("MEDIABUS__NATS__PASSWORD", bridge_password.as_str()),
             ("MEDIABUS__STORAGE__ROOT", files.as_str()),
-            ("MEDIABUS__HTTP__LISTEN", listen.as_str()),
+            ("MEDIABUS__HTTP__LISTEN", listen),
             ("MEDIABUS__HTTP__BODY_IDLE_TIMEOUT_MS", idle.as_str()),
             ("RUST_LOG", "warn"),
         ];
         let bridge = WorkerProcess::spawn_with_env(&built_bin("http-bridge"), &bridge_env, &[]);
+        let port = bridge.ready_port();
         Self { dir, port, media, bridge, _nats: nats }
     }
 
@@ -94,14 +95,6 @@ impl Stack {
     fn stored_files(&self) -> Vec<PathBuf> {
         files_under(&self.dir.path().join("files"))
     }
-}
-
-/// A binary of the workspace built next to this test (`scripts/test` builds every binary first).
-fn built_bin(name: &str) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` (scripts/test does)", path.display());
-    path.to_str().unwrap().to_owned()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -11,15 +11,38 @@
 //!   its own `/openapi.json` by schemathesis.
 //! - `http`: bridge and media workers as processes over real HTTP: uploads, content, limits.
 //! - `permissions`: the NATS users and permissions of nats/permissions.conf, enforced.
+//! - `tus`: tus 1.0 resumable uploads (`/api/uploads`): tuspy across two bridges, every extension
+//!   over raw HTTP, 1 GiB with bounded bridge memory.
+//! - `events`: `GET /api/events` (Server-Sent Events) over real HTTP: own media, resume, visibility.
+//! - `cli`: the `mediabus` CLI against bridges and workers: resumable directory upload, ls, get, rm.
+//! - `web`: the web app at `/` in headless Chromium (Playwright) over the whole stack.
+//! - `analytics`: view/download counts through the bridge, flushed to the media service.
+//! - `observability`: /metrics of every process parsed and counted, one trace id across bridge,
+//!   media service and processor logs, deadlines honoured, overload refused with 503 at once.
+//! - `attacks`: issue 12 items 2, 3, 7, 8, 9 against bridge processes: active content types,
+//!   revoked content URLs, pre-auth uploads and part headers, connection caps, slow loris, idle bodies.
+//! - `faults`: a media worker and a NATS cluster node killed under load, a nats-server restarted:
+//!   no acknowledged create lost or doubled, errors stop within 5 s, JetStream keeps flowing.
+//! - `variants`: `?variant=thumb|preview` and HLS through the bridge, played from a signed URL alone.
 
 mod access;
+mod analytics;
+mod attacks;
 mod bridge;
+mod cli;
+mod events;
+mod faults;
 mod framework;
+mod hardening;
 mod http;
 mod nestjs;
+mod observability;
 mod permissions;
 mod schemathesis;
 mod stack;
+mod tus;
+mod variants;
+mod web;
 mod workers;
 
 use std::time::Duration;

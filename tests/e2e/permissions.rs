@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use async_nats::{Client, Event, Subscriber};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use mediabus_testkit::{NatsServer, repo_root, server_bin};
 use tokio::sync::mpsc;
@@ -221,4 +222,131 @@ fn the_dev_config_binds_every_permission_set() {
         let entry = format!("{{user: {user}, password: \"{user}-dev-only\", permissions: ${set}}}");
         assert!(dev.contains(&entry), "nats/dev.conf lacks {entry}");
     }
+}
+
+/// A JetStream API request as `nats`; the JSON reply, asserted error-free.
+async fn js_api(nats: &Client, subject: &str, body: serde_json::Value) -> serde_json::Value {
+    let reply = tokio::time::timeout(Duration::from_secs(5), nats.request(subject.to_owned(), body.to_string().into()))
+        .await
+        .unwrap_or_else(|_| panic!("{subject}: no reply"))
+        .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(reply.get("error").is_none(), "{subject}: {reply}");
+    reply
+}
+
+/// Issue 12 item 21 (confused deputy): a caller naming a non-inbox reply subject (an event
+/// subject, the JetStream API) gets no reply there and its request is not run, on the media
+/// subjects and on the service API; replies to the NestJS `_INBOX.` and the private
+/// `_INBOX_backend.` still arrive.
+#[tokio::test]
+async fn workers_reply_only_to_inboxes() {
+    let stack = crate::stack::Stack::start(false, &[]).await;
+    let harness = async_nats::connect(stack.nats.url()).await.unwrap();
+    let mut forged = harness.subscribe("media.created").await.unwrap();
+    harness.flush().await.unwrap();
+    let request = r#"{"pattern":"media.findOne","data":{"id":"000000000000000000000000"},"id":"req-1"}"#;
+
+    let mut attacker = Conn::connect(&stack.nats, "backend", "_INBOX").await;
+    for reply in ["media.created", "$JS.API.STREAM.DELETE.MEDIA_EVENTS", "$JS.API.STREAM.PURGE.MEDIA_EVENTS"] {
+        attacker.nats.publish_with_reply("media.findOne", reply, request.into()).await.unwrap();
+        attacker.nats.publish_with_reply("$SRV.PING.media", reply, Bytes::new()).await.unwrap();
+    }
+    attacker.nothing_refused().await;
+
+    // Inbox replies work, and come after the forged requests on the same subjects were taken.
+    for prefix in ["_INBOX", "_INBOX_backend"] {
+        let conn = Conn::connect(&stack.nats, "backend", prefix).await;
+        for (subject, body) in [("media.findOne", Bytes::from(request)), ("$SRV.PING.media", Bytes::new())] {
+            let reply = tokio::time::timeout(Duration::from_secs(5), conn.nats.request(subject, body))
+                .await
+                .unwrap_or_else(|_| panic!("{subject} on {prefix}: no reply"))
+                .unwrap();
+            assert!(reply.subject.starts_with(&format!("{prefix}.")), "{}", reply.subject);
+            assert!(!reply.payload.is_empty(), "{subject}");
+        }
+    }
+
+    // Nothing reached the event subject (bounded wait for a reply that must not come) ...
+    if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), forged.next()).await {
+        panic!("forged reply published on media.created: {:?}", message.payload);
+    }
+    // ... nor the stream, which still exists (not deleted or purged by a forged reply).
+    let info = js_api(&harness, "$JS.API.STREAM.INFO.MEDIA_EVENTS", serde_json::json!({})).await;
+    assert_eq!(info["state"]["messages"], 0, "{info}");
+}
+
+/// Issue 12 item 22: a backend reads the events through its own durable consumer (`backend`),
+/// pull and ack included, but cannot touch other consumers: the processor's on MEDIA_JOBS, the
+/// bridge's on MEDIA_EVENTS, or create one under another name.
+#[tokio::test]
+async fn a_backend_uses_its_own_consumer_and_no_other() {
+    let server = NatsServer::start();
+    let harness = async_nats::connect(server.url()).await.unwrap();
+    let events = ["media.created", "media.updated", "media.removed", "media.processed"];
+    js_api(
+        &harness,
+        "$JS.API.STREAM.CREATE.MEDIA_EVENTS",
+        serde_json::json!({"name": "MEDIA_EVENTS", "subjects": events}),
+    )
+    .await;
+    let jobs = serde_json::json!({"name": "MEDIA_JOBS", "subjects": ["jobs.media.process"], "retention": "workqueue"});
+    js_api(&harness, "$JS.API.STREAM.CREATE.MEDIA_JOBS", jobs).await;
+    let durable = |stream: &str, name: &str| serde_json::json!({"stream_name": stream, "config": {"durable_name": name, "ack_policy": "explicit"}});
+    js_api(&harness, "$JS.API.CONSUMER.CREATE.MEDIA_JOBS.media-processor", durable("MEDIA_JOBS", "media-processor"))
+        .await;
+    js_api(&harness, "$JS.API.CONSUMER.CREATE.MEDIA_EVENTS.sse_other", durable("MEDIA_EVENTS", "sse_other")).await;
+
+    let mut backend = Conn::connect(&server, "backend", "_INBOX_backend").await;
+    backend.publish_refused("$JS.API.CONSUMER.DELETE.MEDIA_JOBS.media-processor").await;
+    backend.publish_refused("$JS.API.CONSUMER.DELETE.MEDIA_EVENTS.sse_other").await;
+    backend.publish_refused("$JS.API.CONSUMER.MSG.NEXT.MEDIA_EVENTS.sse_other").await;
+    backend.publish_refused("$JS.API.CONSUMER.CREATE.MEDIA_EVENTS.sse_mine").await;
+    backend.publish_refused("$JS.API.CONSUMER.CREATE.MEDIA_JOBS.backend").await;
+    for consumer in ["MEDIA_JOBS.media-processor", "MEDIA_EVENTS.sse_other"] {
+        js_api(&harness, &format!("$JS.API.CONSUMER.INFO.{consumer}"), serde_json::json!({})).await;
+    }
+
+    // Its own durable consumer: create, pull, ack.
+    js_api(&backend.nats, "$JS.API.CONSUMER.CREATE.MEDIA_EVENTS.backend", durable("MEDIA_EVENTS", "backend")).await;
+    js_api(&harness, "media.created", serde_json::json!({"pattern": "media.created", "data": {"id": "m1"}})).await;
+    let next = serde_json::json!({"batch": 1, "expires": 5_000_000_000u64}).to_string();
+    // A subscription of its own, not `request`: a pulled message keeps its stream subject
+    // (`media.created`), which the request muxer would not route to the waiting request.
+    let inbox = backend.nats.new_inbox();
+    let mut pulled = backend.nats.subscribe(inbox.clone()).await.unwrap();
+    backend
+        .nats
+        .publish_with_reply("$JS.API.CONSUMER.MSG.NEXT.MEDIA_EVENTS.backend", inbox, next.into())
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), pulled.next()).await.expect("pulled in time").unwrap();
+    assert_eq!(message.subject.as_str(), "media.created");
+    let ack = message.reply.expect("ack subject");
+    assert!(ack.starts_with("$JS.ACK.MEDIA_EVENTS.backend."), "{ack}");
+    backend.nats.publish(ack, "+ACK".into()).await.unwrap();
+    backend.nothing_refused().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let info = js_api(&harness, "$JS.API.CONSUMER.INFO.MEDIA_EVENTS.backend", serde_json::json!({})).await;
+        if info["num_ack_pending"] == 0 && info["ack_floor"]["stream_seq"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "ack not recorded: {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET /api/users/{userId}/usage` (issue 12 item 20): the bridge may call `media.usage` and the
+/// media workers serve it; another user gets 403.
+#[tokio::test]
+async fn the_bridge_serves_a_users_usage() {
+    let stack = crate::stack::Stack::start(false, &[]).await;
+    let alice = crate::stack::token("alice", "user");
+    let (status, usage) = stack.send("GET", "/api/users/alice/usage", Some(&alice), None).await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!((usage["bytes"].as_u64(), usage["count"].as_u64()), (Some(0), Some(0)), "{usage}");
+    let bob = crate::stack::token("bob", "user");
+    let (status, error) = stack.send("GET", "/api/users/alice/usage", Some(&bob), None).await;
+    assert_eq!((status.as_u16(), error["code"].as_str()), (403, Some("FORBIDDEN")), "{error}");
 }

@@ -52,6 +52,9 @@ impl Stack {
             auth.auth.keys = vec![verification_key()];
             // Every registration hashes a password: the lowest cost keeps hundreds of them quick.
             auth.auth.bcrypt_cost = 4;
+            // Requests through `send` and `axum::serve` carry no client address: they all share one
+            // source, and tests register many accounts.
+            auth.auth.max_registrations = 0;
             (auth.auth.admin_email, auth.auth.admin_password) = (ADMIN.0.into(), ADMIN.1.into());
             auth.auth.service_accounts = vec![auth_service::config::ServiceAccount {
                 id: SERVICE.0.into(),
@@ -66,6 +69,10 @@ impl Stack {
         let mut bridge = http_bridge::config::Settings::defaults();
         bridge.storage = files;
         bridge.http.request_timeout_ms = 10_000;
+        // The bridge verifies tokens itself before an upload's body (and for /api/events).
+        bridge.auth.keys = vec![verification_key()];
+        // /api/events streams end after a moment, so clients that read whole bodies (schemathesis) finish.
+        bridge.events.max_stream_ms = 200;
         bridge.http.ready_services = ready_services.iter().map(|s| s.to_string()).collect();
         let client = NatsSettings::new(nats.url())
             .with_user("bridge", nats.password("bridge"))

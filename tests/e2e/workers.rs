@@ -20,13 +20,14 @@ async fn two_workers_share_2000_requests_and_each_gets_exactly_one_reply() {
     let _b = WorkerProcess::spawn(WORKER, &server.url(), &["--name", "b"]);
     let nats = async_nats::connect(server.url()).await.unwrap();
 
-    // Our own reply subjects, so a duplicate reply would be seen rather than discarded.
-    let mut replies = nats.subscribe("test.replies.>").await.unwrap();
+    // Our own reply subjects, so a duplicate reply would be seen rather than discarded (under
+    // `_INBOX.`: workers answer inboxes only).
+    let mut replies = nats.subscribe("_INBOX.replies.>").await.unwrap();
     nats.flush().await.unwrap();
     const N: usize = 2000;
     for i in 0..N {
         let packet = json!({"pattern": "rust.whoami", "data": {}, "id": format!("r{i}")});
-        nats.publish_with_reply("rust.whoami", format!("test.replies.{i}"), packet.to_string().into()).await.unwrap();
+        nats.publish_with_reply("rust.whoami", format!("_INBOX.replies.{i}"), packet.to_string().into()).await.unwrap();
     }
     nats.flush().await.unwrap();
 

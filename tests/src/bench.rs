@@ -149,7 +149,7 @@ pub fn report(concurrency: usize, base_name: &str, name: &str, c: &Comparison) {
 
 /// Prints one line per transfer of `mib` MiB: the baseline's and the measured path's median rate in
 /// MiB/s (with the range over their rounds), and on the second line the ratio of the medians
-/// measured/baseline against `target`. `*_secs` are the rounds' durations in seconds (at least one
+/// measured/baseline against `target`, and its [`summary`] line. `*_secs` are the rounds' durations in seconds (at least one
 /// each). Returns the ratio.
 pub fn report_transfer(
     mib: f64,
@@ -170,6 +170,7 @@ pub fn report_transfer(
     let ratio = median(&measured) / median(&base);
     let verdict = if ratio >= target { "met" } else { "NOT met" };
     println!("{:<34} {ratio:>8.2}        (target >= {target}: {verdict})", "ratio");
+    summary(name, median(&measured), "MiB/s", base_name, Some(ratio), &format!(">= {target}"));
     ratio
 }
 
@@ -218,4 +219,16 @@ pub fn seconds_arg() -> u64 {
 /// Path of binary `name` built next to the running one (same cargo profile).
 pub fn sibling_bin(name: &str) -> String {
     std::env::current_exe().expect("own path").with_file_name(name).to_str().expect("utf-8 path").to_owned()
+}
+
+/// Prints one machine-readable summary line, which `scripts/bench` collects into its table (and
+/// `BENCHMARKS.md`): `BENCH|name|figure|unit|reference|ratio|target`. `figure` is in `unit`;
+/// `ratio` is the same run's figure over `reference`'s, in the direction the bench states (`-`
+/// when there is no reference); `target` is the goal for the ratio or figure (`-`: none).
+/// `|` in a field is replaced by `/`, so the line always splits into seven fields.
+pub fn summary(name: &str, figure: f64, unit: &str, reference: &str, ratio: Option<f64>, target: &str) {
+    let clean = |s: &str| s.replace('|', "/");
+    let ratio = ratio.map_or("-".to_owned(), |r| format!("{r:.3}"));
+    let figure = if figure.abs() >= 100.0 { format!("{figure:.0}") } else { format!("{figure:.3}") };
+    println!("BENCH|{}|{figure}|{}|{}|{ratio}|{}", clean(name), clean(unit), clean(reference), clean(target));
 }

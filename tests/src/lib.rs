@@ -110,6 +110,8 @@ async fn slow(ctx: Ctx<TestState>, input: Slow) -> Result<Value, RpcError> {
 /// A `test-worker` process, killed on drop unless it already exited.
 pub struct WorkerProcess {
     child: Child,
+    /// What followed `READY` on its first line (the bridge: its listening address).
+    ready: String,
 }
 
 impl WorkerProcess {
@@ -119,10 +121,15 @@ impl WorkerProcess {
         Self::spawn_with_env(binary, &[("NATS_URL", nats_url)], args)
     }
 
-    /// Starts `binary` with `args` and extra environment `env`, and waits for it to print `READY`.
+    /// Starts `binary` with `args` and extra environment `env`, and waits for it to print `READY`
+    /// (alone, or followed by a space and details: see [`WorkerProcess::ready_info`]).
+    ///
+    /// `MEDIABUS__ENV=dev` is set (the services then accept their built-in development secrets,
+    /// DESIGN §12) unless `env` sets it otherwise.
     pub fn spawn_with_env(binary: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut child = Command::new(binary)
             .args(args)
+            .env("MEDIABUS__ENV", "dev")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -131,8 +138,24 @@ impl WorkerProcess {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read worker stdout");
-        assert_eq!(line.trim(), "READY", "worker did not start");
-        Self { child }
+        let line = line.trim();
+        let ready = match line.strip_prefix("READY") {
+            Some(rest) if rest.is_empty() || rest.starts_with(' ') => rest.trim().to_owned(),
+            _ => panic!("worker did not start: {line:?}"),
+        };
+        Self { child, ready }
+    }
+
+    /// What the process printed after `READY` (empty if nothing): the http-bridge prints the
+    /// address it listens on, so tests can give it port 0 and never race for a port.
+    pub fn ready_info(&self) -> &str {
+        &self.ready
+    }
+
+    /// The port of the `host:port` address the process printed after `READY` (the http-bridge).
+    pub fn ready_port(&self) -> u16 {
+        let port = self.ready.rsplit(':').next().and_then(|p| p.parse().ok());
+        port.unwrap_or_else(|| panic!("no address after READY: {:?}", self.ready))
     }
 
     /// Sends SIGTERM (graceful shutdown).
@@ -169,4 +192,15 @@ pub fn dev_token(user: &str) -> String {
     let key = mediabus_auth::SigningKeyConfig::hs256("dev", DEV_SECRET);
     let signer = mediabus_auth::Signer::new(&key, "mediabus", "mediabus-api").expect("dev signing key");
     signer.sign(user, &[mediabus_auth::Role::User], Duration::from_secs(3600)).expect("sign").0
+}
+
+/// Path of the workspace binary `name` built beside the running test (a test executable lives in
+/// `target/<profile>/deps/`, the binaries one level up). `scripts/test` builds every binary first.
+///
+/// Panics, saying how to build it, if it is missing.
+pub fn built_bin(name: &str) -> String {
+    let exe = std::env::current_exe().expect("own path");
+    let path = exe.parent().and_then(std::path::Path::parent).expect("target dir").join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` (scripts/test does)", path.display());
+    path.to_str().expect("utf-8 path").to_owned()
 }

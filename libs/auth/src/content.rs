@@ -39,6 +39,12 @@ pub struct ContentGrant {
     pub public: bool,
     /// Expiry, Unix seconds.
     pub exp: u64,
+    /// When the token was signed, Unix milliseconds (set by [`ContentSigner::sign`]): the bridge
+    /// refuses grants issued before their media was removed or made private. Milliseconds, not
+    /// the seconds of JWT `iat`, so a grant signed just after such a change is told apart from one
+    /// signed just before. Tokens without it read as 0 (issued before any change).
+    #[serde(default, rename = "iatMs")]
+    pub iat_ms: u64,
 }
 
 /// Signs and verifies content tokens with one HS256 secret.
@@ -70,11 +76,12 @@ impl ContentSigner {
         })
     }
 
-    /// A token for `grant` valid for `ttl` from now (its `exp` is overwritten). Returns the token
-    /// and its expiry in Unix seconds.
+    /// A token for `grant` valid for `ttl` from now (its `exp` and `iat_ms` are overwritten).
+    /// Returns the token and its expiry in Unix seconds.
     pub fn sign(&self, mut grant: ContentGrant, ttl: Duration) -> Result<(String, u64), SignError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         grant.exp = (now + ttl).as_secs();
+        grant.iat_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
         #[derive(Serialize)]
         struct Wire<'a> {
             aud: &'static str,
@@ -126,20 +133,27 @@ mod tests {
             modified: 1_700_000_000,
             public: false,
             exp: 0,
+            iat_ms: 0,
         }
     }
 
     #[test]
     fn a_token_grants_exactly_its_media_until_it_expires() {
         let signer = ContentSigner::new(SECRET).unwrap();
+        let before = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
         let (token, exp) = signer.sign(grant(), Duration::from_secs(60)).unwrap();
         let verified = signer.verify(&token, "m1").unwrap();
-        assert_eq!(verified, ContentGrant { exp, ..grant() });
+        assert!(verified.iat_ms >= before && verified.iat_ms <= before + 5_000, "issued-at in milliseconds");
+        assert_eq!(verified, ContentGrant { exp, iat_ms: verified.iat_ms, ..grant() });
         assert!(matches!(signer.verify(&token, "m2"), Err(AuthError::Invalid(_))));
 
+        // Expires at the next whole second: polled until it does, within a deadline.
         let (expired, _) = signer.sign(grant(), Duration::ZERO).unwrap();
-        std::thread::sleep(Duration::from_millis(1100));
-        assert!(matches!(signer.verify(&expired, "m1"), Err(AuthError::Expired)));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !matches!(signer.verify(&expired, "m1"), Err(AuthError::Expired)) {
+            assert!(std::time::Instant::now() < deadline, "the grant never expired");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode};
+pub use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -121,9 +122,9 @@ pub struct KeyConfig {
     pub kid: String,
     /// `HS256`, `RS256` or `EdDSA`.
     pub algorithm: String,
-    /// HS256: the shared secret (at least 32 bytes recommended).
+    /// HS256: the shared secret (at least 32 bytes recommended); never printed.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     /// RS256 / EdDSA: the public key, PEM text.
     #[serde(default)]
     pub public_key_pem: Option<String>,
@@ -135,14 +136,14 @@ pub struct KeyConfig {
 impl KeyConfig {
     /// The PEM text, inline or read from `public_key_file`.
     fn pem(&self) -> Result<Option<String>, String> {
-        read_pem(&self.public_key_pem, &self.public_key_file)
+        read_pem(self.public_key_pem.as_deref(), &self.public_key_file)
     }
 }
 
 /// PEM text given inline (wins) or as a file read now.
-fn read_pem(inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, String> {
+fn read_pem(inline: Option<&str>, file: &Option<PathBuf>) -> Result<Option<String>, String> {
     match (inline, file) {
-        (Some(pem), _) => Ok(Some(pem.clone())),
+        (Some(pem), _) => Ok(Some(pem.to_owned())),
         (None, Some(path)) => std::fs::read_to_string(path).map(Some).map_err(|e| format!("{}: {e}", path.display())),
         (None, None) => Ok(None),
     }
@@ -219,8 +220,8 @@ impl Verifier {
             let bad = |reason: &str| KeyError::Key { kid: key.kid.clone(), reason: reason.to_owned() };
             let (decoding, algorithm) = match key.algorithm.as_str() {
                 "HS256" => {
-                    let secret =
-                        key.secret.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| bad("HS256 needs a secret"))?;
+                    let secret = key.secret.as_ref().map(ExposeSecret::expose_secret).filter(|s| !s.is_empty());
+                    let secret = secret.ok_or_else(|| bad("HS256 needs a secret"))?;
                     (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
                 }
                 "RS256" => {
@@ -326,10 +327,10 @@ pub struct SigningKeyConfig {
     pub algorithm: String,
     /// HS256: the shared secret, at least [`MIN_HS256_SECRET_BYTES`] bytes.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     /// RS256 / EdDSA: the private key, PEM text (PKCS#8; RS256 also takes PKCS#1).
     #[serde(default)]
-    pub private_key_pem: Option<String>,
+    pub private_key_pem: Option<SecretString>,
     /// RS256 / EdDSA: a file holding the private key (PEM), read at start-up.
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
@@ -352,7 +353,7 @@ impl SigningKeyConfig {
         Self {
             kid: kid.to_owned(),
             algorithm: "HS256".to_owned(),
-            secret: Some(secret.to_owned()),
+            secret: Some(secret.into()),
             private_key_pem: None,
             private_key_file: None,
         }
@@ -364,7 +365,7 @@ impl SigningKeyConfig {
             kid: kid.to_owned(),
             algorithm: algorithm.to_owned(),
             secret: None,
-            private_key_pem: Some(private_key_pem.to_owned()),
+            private_key_pem: Some(private_key_pem.into()),
             private_key_file: None,
         }
     }
@@ -424,13 +425,13 @@ impl Signer {
             return Err(bad("the signing key needs a kid"));
         }
         let private_pem = || {
-            read_pem(&key.private_key_pem, &key.private_key_file)
+            read_pem(key.private_key_pem.as_ref().map(ExposeSecret::expose_secret), &key.private_key_file)
                 .map_err(|e| bad(&e))?
                 .ok_or_else(|| bad(&format!("{} needs a private key", key.algorithm)))
         };
         let (encoding, algorithm) = match key.algorithm.as_str() {
             "HS256" => {
-                let secret = key.secret.as_deref().unwrap_or_default();
+                let secret = key.secret.as_ref().map_or("", ExposeSecret::expose_secret);
                 if secret.len() < MIN_HS256_SECRET_BYTES {
                     return Err(bad(&format!("HS256 needs a secret of at least {MIN_HS256_SECRET_BYTES} bytes")));
                 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use mediabus_auth::{AuthError, Claims, Identity, KeyConfig, KeyError, Role, Signer, SigningKeyConfig, Verifier};
+use mediabus_auth::{
+    AuthError, Claims, ExposeSecret, Identity, KeyConfig, KeyError, Role, Signer, SigningKeyConfig, Verifier,
+};
 use mediabus_testkit::jwt_keys;
 
 const ISS: &str = "mediabus";
@@ -185,5 +187,8 @@ fn bad_signing_configuration_is_refused_at_start() {
 fn only_hs256_derives_its_verification_key() {
     assert!(SigningKeyConfig::pem("r", "RS256", jwt_keys::RSA_PRIVATE).verification_key().is_none());
     let key = SigningKeyConfig::hs256("h", SECRET).verification_key().unwrap();
-    assert_eq!((key.kid.as_str(), key.algorithm.as_str(), key.secret.as_deref()), ("h", "HS256", Some(SECRET)));
+    assert_eq!(
+        (key.kid.as_str(), key.algorithm.as_str(), key.secret.as_ref().map(|s| s.expose_secret())),
+        ("h", "HS256", Some(SECRET))
+    );
 }

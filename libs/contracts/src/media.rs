@@ -229,6 +229,10 @@ pub struct Media {
     /// Extracted technical data (width, height, durationMs, frames, codecs, pageCount).
     pub details: Option<Value>,
     pub variants: Vec<Variant>,
+    /// Why processing failed, readable by the owner, when `status` is `FAILED` (DESIGN §9);
+    /// `null` otherwise. Absent in documents written before it existed: read as `None`.
+    #[serde(default)]
+    pub failure_reason: Option<String>,
 }
 
 /// A Media document plus what only the service sees: where its bytes are stored.
@@ -293,6 +297,7 @@ mod tests {
             checksum: None,
             details: None,
             variants: vec![],
+            failure_reason: None,
         };
         let json = serde_json::to_value(&media).unwrap();
         for key in [
@@ -313,10 +318,14 @@ mod tests {
             "checksum",
             "details",
             "variants",
+            "failureReason",
         ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert_eq!(json["createdAt"], "2026-11-21T00:00:00.000Z");
-        assert_eq!(serde_json::from_value::<Media>(json).unwrap(), media);
+        assert_eq!(serde_json::from_value::<Media>(json.clone()).unwrap(), media);
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("failureReason");
+        assert_eq!(serde_json::from_value::<Media>(old).unwrap(), media, "a document without failureReason reads");
     }
 }

@@ -160,26 +160,46 @@ pub struct UpdateMedia {
 pub struct FileBytes(pub Vec<u8>);
 
 impl<'de> Deserialize<'de> for FileBytes {
+    /// Decoded straight from the input by a visitor: no intermediate `serde` `Content` tree
+    /// (an untagged enum would buffer the `Buffer` form's array at ~32 bytes per file byte).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Wire {
-            Base64(String),
-            Buffer {
-                #[serde(rename = "type")]
-                kind: String,
-                data: Vec<u8>,
-            },
+        d.deserialize_any(FileBytesVisitor)
+    }
+}
+
+/// The two wire forms of [`FileBytes`], read without buffering.
+struct FileBytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FileBytesVisitor {
+    type Value = FileBytes;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a base64 string or {\"type\":\"Buffer\",\"data\":[...]}")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FileBytes, E> {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .map(FileBytes)
+            .map_err(|e| E::custom(format!("invalid base64: {e}")))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FileBytes, A::Error> {
+        let (mut kind, mut data) = (None::<String>, None::<Vec<u8>>);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "type" => kind = Some(map.next_value()?),
+                // Each number straight into the byte vector.
+                "data" => data = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
         }
-        match Wire::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected a base64 string or {\"type\":\"Buffer\",\"data\":[...]}"))?
-        {
-            Wire::Base64(text) => base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(text.trim_end_matches('='))
-                .map(FileBytes)
-                .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}"))),
-            Wire::Buffer { kind, data } if kind == "Buffer" => Ok(FileBytes(data)),
-            Wire::Buffer { .. } => Err(serde::de::Error::custom("expected \"type\":\"Buffer\"")),
+        match (kind.as_deref(), data) {
+            (Some("Buffer"), Some(data)) => Ok(FileBytes(data)),
+            (Some("Buffer"), None) => Err(serde::de::Error::missing_field("data")),
+            _ => Err(serde::de::Error::custom("expected \"type\":\"Buffer\"")),
         }
     }
 }
@@ -318,6 +338,12 @@ mod tests {
         assert_eq!(buffer, b64);
         assert!(serde_json::from_str::<FileBytes>(r#""not base64!""#).is_err());
         assert!(serde_json::from_str::<FileBytes>(r#"{"type":"Blob","data":[1]}"#).is_err());
+        // Keys in any order, others ignored; bytes are 0..=255; `data` is required.
+        let reordered: FileBytes = serde_json::from_str(r#"{"data":[1,2],"x":{"y":[]},"type":"Buffer"}"#).unwrap();
+        assert_eq!(reordered, FileBytes(vec![1, 2]));
+        assert!(serde_json::from_str::<FileBytes>(r#"{"type":"Buffer","data":[256]}"#).is_err());
+        assert!(serde_json::from_str::<FileBytes>(r#"{"type":"Buffer"}"#).is_err());
+        assert!(serde_json::from_str::<FileBytes>("[1,2]").is_err());
     }
 
     #[test]

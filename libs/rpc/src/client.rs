@@ -75,6 +75,8 @@ impl RpcClient {
         body: bytes::Bytes,
         headers: HeaderMap,
     ) -> Result<R, RpcError> {
+        let mut headers = headers;
+        set_deadline(&mut headers, self.timeout);
         let request = async_nats::Request::new().payload(body).headers(headers).timeout(Some(self.timeout));
         let reply = self.nats.send_request(subject.to_owned(), request).await.map_err(|e| match e.kind() {
             RequestErrorKind::NoResponders => RpcError::unavailable(format!("no service answers {subject}")),
@@ -103,6 +105,16 @@ impl RpcClient {
             .await
             .map_err(|e| RpcError::unavailable(format!("NATS publish failed: {e}")))
     }
+}
+
+/// Sets [`crate::DEADLINE_HEADER`] to now + `timeout` (Unix ms), or keeps the one already there
+/// when it is earlier (a handler passing on its own caller's deadline).
+fn set_deadline(headers: &mut HeaderMap, timeout: Duration) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mine = (now + timeout).as_millis() as u64;
+    let theirs = headers.get(crate::DEADLINE_HEADER).and_then(|v| v.as_str().trim().parse::<u64>().ok());
+    let deadline = theirs.map_or(mine, |theirs| theirs.min(mine));
+    headers.insert(crate::DEADLINE_HEADER, deadline.to_string().as_str());
 }
 
 fn encode<P: Serialize + ?Sized>(packet: &RequestPacket<'_, P>) -> Result<Vec<u8>, RpcError> {

@@ -1,18 +1,23 @@
 //! Connecting a long-running binary to NATS as its own user (nats/permissions.conf).
 
+use secrecy::{ExposeSecret, SecretString};
+
 /// The `[nats]` section of every binary's settings: where NATS is and which user this binary is
 /// on it. `Debug` never shows the password.
 #[derive(Clone, serde::Deserialize)]
 pub struct NatsSettings {
-    /// Server URL, e.g. `nats://127.0.0.1:4222`. Credentials in the URL are not used (the NATS
-    /// clients ignore them): set `user` and `password`.
+    /// Server URL, e.g. `nats://127.0.0.1:4222`, or several separated by commas (the nodes of a
+    /// cluster: the first reachable one is used, the others on reconnect; the client also learns
+    /// the nodes a server announces). Credentials in the URL are not used (the NATS clients
+    /// ignore them): set `user` and `password`.
     pub url: String,
     /// NATS user; empty: connect without credentials (a server without authorization).
     #[serde(default)]
     pub user: String,
-    /// The user's password (from the environment or a secret store in production).
+    /// The user's password (from the environment or a secret store in production); never
+    /// printed.
     #[serde(default)]
-    pub password: String,
+    pub password: SecretString,
 }
 
 impl std::fmt::Debug for NatsSettings {
@@ -24,13 +29,13 @@ impl std::fmt::Debug for NatsSettings {
 impl NatsSettings {
     /// `url`, without credentials.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), user: String::new(), password: String::new() }
+        Self { url: url.into(), user: String::new(), password: SecretString::default() }
     }
 
     /// The same server as `user` with `password`.
     pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = user.into();
-        self.password = password.into();
+        self.password = SecretString::from(password.into());
         self
     }
 
@@ -56,7 +61,7 @@ impl NatsSettings {
     ) -> Result<async_nats::Client, async_nats::ConnectError> {
         let mut options = async_nats::ConnectOptions::new();
         if !self.user.is_empty() {
-            options = options.user_and_password(self.user.clone(), self.password.clone());
+            options = options.user_and_password(self.user.clone(), self.password.expose_secret().to_owned());
         }
         options
             .name(name)
@@ -71,8 +76,13 @@ impl NatsSettings {
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             })
-            .connect(&self.url)
+            .connect(self.urls())
             .await
+    }
+
+    /// The URLs of [`NatsSettings::url`], split at commas, trimmed, empty ones dropped.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
     }
 }
 
@@ -87,5 +97,12 @@ mod tests {
         assert!(shown.contains("media") && !shown.contains("s3cret-pw"), "{shown}");
         assert_eq!(settings.inbox_prefix(), "_INBOX_media");
         assert_eq!(NatsSettings::new("nats://x").inbox_prefix(), "_INBOX");
+    }
+
+    #[test]
+    fn a_url_list_is_split_at_commas() {
+        let settings = NatsSettings::new("nats://127.0.0.1:4222, nats://127.0.0.1:4223,,nats://b:4224 ");
+        assert_eq!(settings.urls(), ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://b:4224"]);
+        assert_eq!(NatsSettings::new("nats://a:1").urls(), ["nats://a:1"]);
     }
 }

@@ -21,7 +21,9 @@ pub use client::RpcClient;
 pub use connection::NatsSettings;
 pub use error::{RpcError, codes};
 pub use router::{Body, Ctx, Router};
-pub use service::{Running, ServeError, Service, ServiceConfig, ServiceSettings, run_worker, shutdown_signal};
+pub use service::{
+    DEADLINE_HEADER, Running, ServeError, Service, ServiceConfig, ServiceSettings, run_worker, shutdown_signal,
+};
 
 /// Headers a service passes on when it calls another: identity and W3C trace context (DESIGN §3).
 pub const FORWARDED_HEADERS: [&str; 2] = ["Authorization", "traceparent"];

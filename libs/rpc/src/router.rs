@@ -109,6 +109,11 @@ pub(crate) struct Route<S> {
     /// Whether a body that is not JSON goes to the request handler (as [`Body::Binary`]) instead
     /// of being refused with 400 `MALFORMED_PAYLOAD`.
     pub(crate) binary: bool,
+    /// Set by [`Router::binary_request_by_header`]: the body is raw bytes exactly when the request
+    /// carries this header, and JSON otherwise (never guessed from the bytes).
+    pub(crate) raw_header: Option<String>,
+    /// Set by [`Router::timeout`]: replaces the service's `request_timeout` for this subject.
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 /// The subject table of a service: `subject → handler`, built like an axum `Router`.
@@ -173,6 +178,31 @@ impl<S: Send + 'static> Router<S> {
         self
     }
 
+    /// As [`Router::binary_request`], but the request says which form its body has: raw bytes
+    /// when it carries header `raw_header` (matched case-insensitively), JSON otherwise. A chunk
+    /// of a file can be anything, valid JSON or white space included, so it must not be guessed.
+    ///
+    /// Panics at start-up if `subject` already has a request handler.
+    pub fn binary_request_by_header<R, E, F, Fut>(self, subject: &str, raw_header: &str, handler: F) -> Self
+    where
+        R: Serialize + 'static,
+        E: Into<RpcError>,
+        F: Fn(Ctx<S>, Body) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let mut router = self.binary_request(subject, handler);
+        router.route(subject).raw_header = Some(raw_header.to_owned());
+        router
+    }
+
+    /// Gives `subject` its own handler timeout instead of the service's `request_timeout` (for
+    /// work that is long by nature, e.g. completing a multi-GiB upload). A caller's deadline
+    /// header still shortens it.
+    pub fn timeout(mut self, subject: &str, timeout: std::time::Duration) -> Self {
+        self.route(subject).timeout = Some(timeout);
+        self
+    }
+
     /// Handles events on `subject` (NestJS `@EventPattern`, packets without `id`): no reply is sent;
     /// an error is logged and counted.
     ///
@@ -197,7 +227,13 @@ impl<S: Send + 'static> Router<S> {
     }
 
     fn route(&mut self, subject: &str) -> &mut Route<S> {
-        self.routes.entry(subject.to_owned()).or_insert(Route { request: None, event: None, binary: false })
+        self.routes.entry(subject.to_owned()).or_insert(Route {
+            request: None,
+            event: None,
+            binary: false,
+            raw_header: None,
+            timeout: None,
+        })
     }
 }
 

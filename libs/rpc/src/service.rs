@@ -38,10 +38,15 @@ pub struct ServiceConfig {
     pub description: String,
     /// NATS queue group every endpoint joins; members of a group share the load. Default: `name`.
     pub queue_group: String,
-    /// Requests handled at once across all subjects (default 256). When all are busy the service
-    /// stops pulling messages, so excess requests wait in the bounded subscription buffer.
+    /// Requests handled at once across all subjects (default 256). When all are busy, requests
+    /// wait their turn (first come, first served), up to `max_queue` of them.
     pub max_concurrency: usize,
-    /// Longest a handler may run before the caller gets 504 `TIMEOUT` (default 30 s).
+    /// Requests that may wait for one of the `max_concurrency` slots (default 1024). One more gets
+    /// 503 `UNAVAILABLE` at once (NATS header `Retry-After: 1`) instead of queueing without bound.
+    /// Events (no reply inbox) are never refused: they wait, as before.
+    pub max_queue: usize,
+    /// Longest a handler may run before the caller gets 504 `TIMEOUT` (default 30 s); shorter
+    /// when the request's [`DEADLINE_HEADER`] leaves less.
     pub request_timeout: Duration,
     /// Largest body accepted, in bytes (default 1 MiB); larger ones get 413 `PAYLOAD_TOO_LARGE`.
     pub max_payload: usize,
@@ -60,6 +65,7 @@ impl ServiceConfig {
             name,
             version: version.into(),
             max_concurrency: 256,
+            max_queue: DEFAULT_MAX_QUEUE,
             request_timeout: Duration::from_secs(30),
             max_payload: 1024 * 1024,
             drain_timeout: Duration::from_secs(2),
@@ -78,7 +84,24 @@ pub struct ServiceSettings {
     pub request_timeout_ms: u64,
     /// Largest message body, in bytes.
     pub max_payload_bytes: usize,
+    /// Requests that may wait for a slot before the next gets 503 (default 1024).
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
 }
+
+const DEFAULT_MAX_QUEUE: usize = 1024;
+
+fn default_max_queue() -> usize {
+    DEFAULT_MAX_QUEUE
+}
+
+/// NATS header with the caller's deadline, in milliseconds since the Unix epoch (UTC), e.g.
+/// `Mediabus-Deadline: 1764438000123`. [`crate::RpcClient`] sets it from its timeout; the bridge's
+/// requests carry it that way. A request whose deadline has passed when a slot frees up is not run:
+/// it gets 504 `TIMEOUT` (a reply nobody may read any more, but cheap, and it tells a caller with a
+/// skewed clock what happened); a handler gets at most the time left. Clocks are assumed in sync
+/// (NTP) to well under the timeouts in use.
+pub const DEADLINE_HEADER: &str = "Mediabus-Deadline";
 
 impl ServiceSettings {
     /// The [`ServiceConfig`] of service `name` at `version` with these settings.
@@ -88,6 +111,7 @@ impl ServiceSettings {
         config.max_concurrency = self.max_concurrency;
         config.request_timeout = Duration::from_millis(self.request_timeout_ms);
         config.max_payload = self.max_payload_bytes;
+        config.max_queue = self.max_queue;
         config
     }
 }
@@ -143,6 +167,8 @@ struct Shared<S> {
     config: ServiceConfig,
     client: Client,
     limit: Arc<Semaphore>,
+    /// Requests admitted (running or waiting for `limit`): `max_concurrency + max_queue` permits.
+    admitted: Arc<Semaphore>,
     tasks: TaskTracker,
 }
 
@@ -161,6 +187,7 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
         let shared = Arc::new(Shared {
             state,
             limit: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            admitted: Arc::new(Semaphore::new(config.max_concurrency.max(1) + config.max_queue)),
             config: config.clone(),
             client: client.clone(),
             tasks: TaskTracker::new(),
@@ -256,10 +283,12 @@ struct Endpoint<S> {
 
 /// Pulls the messages of one subject.
 ///
-/// Backpressure: each message waits for a permit before the next is pulled, so a saturated service
-/// holds at most one waiting message per subject and the backlog stays in the bounded
-/// subscription buffer instead of in spawned tasks. (Taking the permit before pulling would let
-/// idle subjects sit on every permit.)
+/// Overload: a request is admitted when fewer than `max_concurrency + max_queue` are running or
+/// waiting; otherwise it gets 503 `UNAVAILABLE` at once, so callers learn of the overload in
+/// microseconds instead of timing out behind a queue. Admitted requests wait for a run slot in
+/// arrival order. Events are never refused: an event waits for admission before the next message
+/// is pulled (backpressure into the bounded subscription buffer, as NATS core events cannot be
+/// redelivered).
 ///
 /// Drain: a plain UNSUB makes async-nats forget the subscription at once, so messages the server
 /// routed here just before it saw the UNSUB would be dropped. Instead the server is told to stop
@@ -294,24 +323,102 @@ async fn intake<S: Clone + Send + Sync + 'static>(
             }
             next = subscriber.next() => next,
         };
-        let Some(message) = next else { break };
+        let Some(mut message) = next else { break };
         pulled += 1;
-        let permit = shared.limit.clone().acquire_owned().await.expect("semaphore is never closed");
-        let span = tracing::debug_span!("rpc", %subject);
-        shared.tasks.spawn(handle(message, endpoint.clone(), shared.clone(), permit).instrument(span));
+        let span = request_span(&shared.config.name, subject, message.headers.as_ref());
+        if let Some(reply) = message.reply.take_if(|reply| !is_inbox(reply)) {
+            // Confused deputy: `allow_responses` would let the caller make this worker publish, with
+            // its own rights, to any subject it names (`media.created`, `$JS.API...`). Never
+            // answered; handled as an event, so a request handler does not run either.
+            let _enter = span.enter();
+            tracing::warn!(%reply, "reply subject is not an inbox: no reply, request handler not run");
+        }
+        let admitted = match shared.admitted.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) if message.reply.is_none() => {
+                shared.admitted.clone().acquire_owned().await.expect("semaphore is never closed")
+            }
+            Err(_) => {
+                let _enter = span.enter();
+                refuse_overloaded(&shared, &endpoint, message).await;
+                continue;
+            }
+        };
+        shared.tasks.spawn(handle(message, endpoint.clone(), shared.clone(), admitted).instrument(span));
     }
+}
+
+/// Whether `subject` is a reply inbox a worker may answer on: `_INBOX.…` (the NATS and NestJS
+/// default) or a private `_INBOX_<user>.…` (mediabus_rpc::NatsSettings::inbox_prefix). A message
+/// with any other reply subject is handled as an event: no reply, no request handler (DESIGN §14).
+pub(crate) fn is_inbox(subject: &str) -> bool {
+    subject.strip_prefix("_INBOX").is_some_and(|rest| rest.starts_with('.') || rest.starts_with('_'))
+}
+
+/// The span every log line of a request runs in: service, subject, request id (the caller's
+/// `X-Request-Id`, else a new NUID) and trace id (the caller's `traceparent`, else a new one).
+fn request_span(service: &str, subject: &str, headers: Option<&HeaderMap>) -> tracing::Span {
+    let request_id = headers
+        .and_then(|h| h.get("X-Request-Id").or_else(|| h.get("x-request-id")))
+        .map_or_else(|| nuid::next().to_string(), |v| v.as_str().to_owned());
+    let trace = mediabus_telemetry::trace::TraceContext::from_headers(headers)
+        .unwrap_or_else(mediabus_telemetry::trace::TraceContext::new_root);
+    tracing::info_span!("rpc", %service, %subject, %request_id, trace_id = %trace.trace_id_hex())
+}
+
+/// 503 `UNAVAILABLE` with `Retry-After: 1` to a request that found the queue full.
+async fn refuse_overloaded<S>(shared: &Shared<S>, endpoint: &Endpoint<S>, message: Message) {
+    let Some(reply) = message.reply else { return };
+    let id = envelope::peek_id(&message.payload).map(RawValue::to_owned);
+    let err = RpcError::unavailable("the service is overloaded; retry shortly");
+    endpoint.stats.record(Duration::ZERO, Some(&err));
+    record_metrics(&shared.config.name, &endpoint.subject, err.status, Duration::ZERO);
+    tracing::warn!(max_queue = shared.config.max_queue, "overloaded: request refused");
+    send_reply(&shared.client, reply, id.as_deref(), Err(err)).await;
+}
+
+/// `mediabus_requests_total` and `mediabus_request_duration_seconds` (DESIGN §12); no-ops unless
+/// the binary installed a recorder (`metrics.listen`).
+fn record_metrics(service: &str, subject: &str, status: u16, elapsed: Duration) {
+    let labels = [("service", service.to_owned()), ("subject", subject.to_owned())];
+    metrics::histogram!("mediabus_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    let [service, subject] = labels;
+    metrics::counter!("mediabus_requests_total", &[service, subject, ("code", status.to_string())]).increment(1);
+}
+
+/// The time left before the request's [`DEADLINE_HEADER`]: `None` without a (readable) header,
+/// `Some(ZERO)` once it has passed.
+fn time_left(headers: Option<&HeaderMap>) -> Option<Duration> {
+    let deadline_ms: u64 = headers?.get(DEADLINE_HEADER)?.as_str().trim().parse().ok()?;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
 }
 
 async fn handle<S: Clone + Send + Sync + 'static>(
     message: Message,
     endpoint: Arc<Endpoint<S>>,
     shared: Arc<Shared<S>>,
-    _permit: OwnedSemaphorePermit,
+    _admitted: OwnedSemaphorePermit,
 ) {
+    let _permit = shared.limit.clone().acquire_owned().await.expect("semaphore is never closed");
     let started = Instant::now();
     let Message { payload, reply, headers, .. } = message;
-    let (answer, outcome) = process(&payload, reply.is_some(), headers, &endpoint.route, &shared).await;
-    endpoint.stats.record(started.elapsed(), outcome.as_ref().err());
+    let left = time_left(headers.as_ref());
+    let (answer, outcome) = if left == Some(Duration::ZERO) {
+        // The caller has given up: do not run the work (it may be a write nobody waits for).
+        let id = envelope::peek_id(&payload).map(RawValue::to_owned);
+        tracing::info!("deadline passed before the request ran; not running it");
+        (Replying(id), Err(RpcError::timeout("the caller's deadline passed before the request ran")))
+    } else {
+        let limit = endpoint.route.timeout.unwrap_or(shared.config.request_timeout);
+        let timeout = left.map_or(limit, |left| left.min(limit));
+        process(&payload, reply.is_some(), headers, &endpoint.route, timeout, &shared).await
+    };
+    let elapsed = started.elapsed();
+    endpoint.stats.record(elapsed, outcome.as_ref().err());
+    let status = outcome.as_ref().map_or_else(|e| e.status, |_| 200);
+    record_metrics(&shared.config.name, &endpoint.subject, status, elapsed);
+    tracing::debug!(status, micros = elapsed.as_micros() as u64, "handled");
     match (reply, answer) {
         (Some(reply), Replying(id)) => send_reply(&shared.client, reply, id.as_deref(), outcome).await,
         _ => {
@@ -335,6 +442,7 @@ async fn process<S: Clone>(
     has_inbox: bool,
     headers: Option<HeaderMap>,
     route: &Route<S>,
+    timeout: Duration,
     shared: &Shared<S>,
 ) -> (Answer, Result<Vec<u8>, RpcError>) {
     let limit = shared.config.max_payload;
@@ -345,12 +453,21 @@ async fn process<S: Clone>(
             Err(RpcError::new(413, codes::PAYLOAD_TOO_LARGE, format!("body exceeds {limit} bytes"))),
         );
     }
+    let mut headers = headers;
+    if has_inbox && let Some(name) = route.raw_header.as_deref() {
+        let ctx = Ctx { state: shared.state.clone(), headers };
+        if ctx.header(name).is_some() {
+            let Some(invoke) = &route.request else { unreachable!("binary routes have a request handler") };
+            return (Replying(None), run(invoke, ctx, Input::Binary(payload), timeout).await);
+        }
+        headers = ctx.headers;
+    }
     let incoming = match envelope::parse(payload) {
         Ok(incoming) => incoming,
-        Err(_) if route.binary && has_inbox => {
+        Err(_) if route.binary && route.raw_header.is_none() && has_inbox => {
             let Some(invoke) = &route.request else { unreachable!("binary routes have a request handler") };
             let ctx = Ctx { state: shared.state.clone(), headers };
-            return (Replying(None), run(invoke, ctx, Input::Binary(payload), shared.config.request_timeout).await);
+            return (Replying(None), run(invoke, ctx, Input::Binary(payload), timeout).await);
         }
         Err(err) => return (Replying(None), Err(err)),
     };
@@ -367,7 +484,7 @@ async fn process<S: Clone>(
         return (answer, Err(err));
     };
     let ctx = Ctx { state: shared.state.clone(), headers };
-    (answer, run(invoke, ctx, Input::Json(incoming.data), shared.config.request_timeout).await)
+    (answer, run(invoke, ctx, Input::Json(incoming.data), timeout).await)
 }
 
 /// Runs a handler: decode errors are 400s, a panic is a 500, overrunning the timeout a 504.
@@ -414,10 +531,29 @@ async fn send_reply(
             let message: String = err.message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
             headers.insert(async_nats::service::NATS_SERVICE_ERROR, message.as_str());
             headers.insert(async_nats::service::NATS_SERVICE_ERROR_CODE, err.status.to_string().as_str());
+            if err.status == 503 {
+                // Overload or a dependency down: worth retrying soon (the bridge passes it on).
+                headers.insert("Retry-After", "1");
+            }
             client.publish_with_headers(reply, headers, envelope::encode_error(id, &err).into()).await
         }
     };
     if let Err(e) = sent {
         tracing::warn!(error = %e, "could not publish reply");
+    }
+}
+
+#[cfg(test)]
+mod reply_subject_tests {
+    use super::is_inbox;
+
+    #[test]
+    fn only_inboxes_are_reply_subjects() {
+        for ok in ["_INBOX.abc.1", "_INBOX_backend.abc", "_INBOX_media.x.y"] {
+            assert!(is_inbox(ok), "{ok}");
+        }
+        for bad in ["media.created", "$JS.API.STREAM.DELETE.MEDIA_EVENTS", "_INBOX", "_INBOXES.x", "x._INBOX.y", ""] {
+            assert!(!is_inbox(bad), "{bad}");
+        }
     }
 }

@@ -143,6 +143,10 @@ pub(crate) async fn serve(
                 message = requests.next() => match message { Some(m) => m, None => break },
             };
             let Some(reply) = message.reply else { continue };
+            if !crate::service::is_inbox(&reply) {
+                tracing::warn!(%reply, "service API request with a reply subject that is not an inbox: dropped");
+                continue;
+            }
             if let Err(e) = respond(&client, &registry, &message.subject, reply).await {
                 tracing::warn!(error = %e, "could not answer the NATS service API");
             }

@@ -36,9 +36,10 @@ pub use config::StorageConfig;
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
 
+use std::collections::HashSet;
 use std::io;
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -255,6 +256,115 @@ pub trait BlobStore: Send + Sync {
 
     /// Minimum size in bytes of every part but the last: S3 5 MiB, local 1.
     fn min_part_size(&self) -> u64;
+
+    /// Up to `limit` (clamped to 1..=[`MAX_LIST_LIMIT`]) objects whose key starts with `prefix`
+    /// (`""` for all), in ascending byte order of key, strictly after `start_after` when given:
+    /// pass the last key of a page to get the next (S3 `ListObjectsV2` with `StartAfter`). Objects
+    /// written or removed meanwhile may or may not appear; none is listed twice. Temp files and
+    /// multipart parts are never listed. (SeaweedFS walks its directories instead: keys with a
+    /// `-`, `.` or `_` where another has a `/` may come in another order; generated keys have
+    /// none.)
+    ///
+    /// Errors: `InvalidKey` for a prefix with characters a key cannot have (see
+    /// [`validate_prefix`]), `Backend`/`Io` when the store fails.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ListedObject>, StorageError>;
+
+    /// Up to `limit` (clamped to 1..=[`MAX_LIST_LIMIT`]) multipart uploads, not completed nor
+    /// aborted, last active more than `older_than` ago (S3: initiated; local: the last part
+    /// written), for a janitor to abort (S3 `ListMultipartUploads`).
+    async fn list_incomplete_uploads(
+        &self,
+        older_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<IncompleteUpload>, StorageError>;
+
+    /// Aborts the multipart uploads [`list_incomplete_uploads`](Self::list_incomplete_uploads)
+    /// returns for `older_than` (up to `limit`), except those whose upload id is in `keep` (the
+    /// caller's live upload sessions). Returns how many were aborted.
+    async fn sweep_incomplete_uploads(
+        &self,
+        older_than: Duration,
+        limit: u32,
+        keep: &HashSet<String>,
+    ) -> Result<usize, StorageError> {
+        let mut aborted = 0;
+        for upload in self.list_incomplete_uploads(older_than, limit).await? {
+            if !keep.contains(&upload.upload_id) {
+                self.abort_multipart(&upload.key, &upload.upload_id).await?;
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// Removes the store's own temp files not modified for `older_than` (leftovers of writes that
+    /// crashed; a live write touches its file with every chunk) and returns how many went. Only the
+    /// local store has any; the default does nothing.
+    async fn sweep_temp(&self, older_than: Duration) -> Result<usize, StorageError> {
+        let _ = older_than;
+        Ok(0)
+    }
+}
+
+/// Most entries one [`BlobStore::list`] or [`BlobStore::list_incomplete_uploads`] returns (S3's
+/// own page size).
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// One object of a [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    /// Bytes.
+    pub size: u64,
+    /// When the object was last written (second precision on S3).
+    pub last_modified: SystemTime,
+}
+
+/// A multipart upload that was neither completed nor aborted ([`BlobStore::list_incomplete_uploads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncompleteUpload {
+    /// The key the upload would create.
+    pub key: String,
+    /// The backend's upload id, as [`BlobStore::create_multipart`] returned it.
+    pub upload_id: String,
+    /// S3: when it was initiated; local: when a part was last written into it.
+    pub last_active: SystemTime,
+}
+
+/// Checks a listing prefix: empty, or what starts a valid key (see [`validate_key`]): characters of
+/// `[a-z0-9._-/]`, no leading `/`, no empty segment before the end, no segment starting with `.`.
+/// A trailing `/` is allowed. Errors: `InvalidKey`.
+pub fn validate_prefix(prefix: &str) -> Result<(), StorageError> {
+    let invalid = |why: &str| Err(StorageError::InvalidKey(format!("prefix {prefix:?}: {why}")));
+    if prefix.len() > MAX_KEY_LEN {
+        return invalid("too long");
+    }
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let body = prefix.strip_suffix('/').unwrap_or(prefix);
+    for segment in body.split('/') {
+        if segment.is_empty() {
+            return invalid("empty path segment");
+        }
+        if segment.starts_with('.') {
+            return invalid("segment starts with '.'");
+        }
+        if !segment.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-')) {
+            return invalid("only a-z 0-9 . _ - and / are allowed");
+        }
+    }
+    Ok(())
+}
+
+/// The clamp of listing limits.
+fn clamp_list_limit(limit: u32) -> u32 {
+    limit.clamp(1, MAX_LIST_LIMIT)
 }
 
 /// Longest key accepted (S3 allows 1024 bytes; keys here are generated and short).
@@ -289,6 +399,14 @@ pub fn new_key() -> String {
     // cuid2's leading character is always a letter; its trailing ones are the random-looking part.
     let n = id.len();
     format!("{}/{}/{id}", &id[n - 2..], &id[n - 4..n - 2])
+}
+
+/// Key prefix of every generated rendition (variant) of media `media_id`: `variants/<mediaId>/`
+/// (file names: `mediabus_contracts::variants`). Purging a media removes everything under it.
+/// Media ids are cuid2 (lowercase letters and digits), so the prefix passes [`validate_key`] once a
+/// file name follows.
+pub fn variant_prefix(media_id: &str) -> String {
+    format!("variants/{media_id}/")
 }
 
 /// Checks the part list handed to `complete_multipart`: non-empty, part numbers in
@@ -329,6 +447,16 @@ mod tests {
         let long = "a".repeat(MAX_KEY_LEN + 1);
         for bad in ["", "/a", "a/", "a//b", ".", "..", "../x", "a/../b", ".tmp/x", "A", "a b", "é", &long] {
             assert!(matches!(validate_key(bad), Err(StorageError::InvalidKey(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        for ok in ["", "variants/", "variants/abc/", "ab", "ab/c"] {
+            assert!(validate_prefix(ok).is_ok(), "{ok}");
+        }
+        for bad in ["/", "/a", "a//", ".tmp/", "a/.uploads", "A/", "a b"] {
+            assert!(matches!(validate_prefix(bad), Err(StorageError::InvalidKey(_))), "{bad:?}");
         }
     }
 

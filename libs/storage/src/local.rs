@@ -34,8 +34,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
 
 use crate::{
-    BlobStore, ByteRange, ByteStream, ObjectMeta, PartReceipt, StorageError, Stored, check_part_number, validate_key,
-    validate_part_list,
+    BlobStore, ByteRange, ByteStream, IncompleteUpload, ListedObject, ObjectMeta, PartReceipt, StorageError, Stored,
+    check_part_number, clamp_list_limit, validate_key, validate_part_list, validate_prefix,
 };
 
 const TMP_DIR: &str = ".tmp";
@@ -387,6 +387,120 @@ impl BlobStore for LocalStore {
 
     fn min_part_size(&self) -> u64 {
         1
+    }
+
+    /// A depth-first walk of the root in key order (names compared with a `/` after directory
+    /// names, so the order is that of the whole keys), skipping subtrees wholly before
+    /// `start_after` or outside `prefix`; each directory is read once per call, so a page costs the
+    /// directories on its path, not the whole tree. `.tmp` and `.uploads` are never entered.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ListedObject>, StorageError> {
+        validate_prefix(prefix)?;
+        let walk = Walk {
+            prefix: prefix.to_owned(),
+            start_after: start_after.map(str::to_owned),
+            limit: clamp_list_limit(limit) as usize,
+        };
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk.visit(&root, "", &mut out)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::Io(io::Error::other(e)))?
+    }
+
+    async fn list_incomplete_uploads(
+        &self,
+        older_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<IncompleteUpload>, StorageError> {
+        let limit = clamp_list_limit(limit) as usize;
+        let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut out = Vec::new();
+        let mut entries = fs::read_dir(self.root.join(UPLOADS_DIR)).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            if out.len() == limit {
+                break;
+            }
+            let dir = entry.path();
+            let Some(upload_id) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            // An upload being completed or aborted may vanish under us: skip it.
+            let Ok(key) = fs::read_to_string(dir.join(UPLOAD_KEY_FILE)).await else { continue };
+            // Parts written in place touch `data`; parts and markers added touch the directory.
+            let mut last_active = match entry.metadata().await.and_then(|m| m.modified()) {
+                Ok(t) => t,
+                Err(_) => continue,
+            };
+            if let Ok(t) = fs::metadata(dir.join(UPLOAD_DATA_FILE)).await.and_then(|m| m.modified()) {
+                last_active = last_active.max(t);
+            }
+            if last_active <= cutoff {
+                out.push(IncompleteUpload { key, upload_id, last_active });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn sweep_temp(&self, older_than: Duration) -> Result<usize, StorageError> {
+        self.sweep_tmp(older_than).await
+    }
+}
+
+/// One [`LocalStore::list`] call's walk.
+struct Walk {
+    prefix: String,
+    start_after: Option<String>,
+    limit: usize,
+}
+
+impl Walk {
+    /// Lists `dir` (whose keys start with `rel`, empty or ending in `/`) into `out`, in key order.
+    fn visit(&self, dir: &Path, rel: &str, out: &mut Vec<ListedObject>) -> Result<(), StorageError> {
+        let read = match std::fs::read_dir(dir) {
+            Ok(read) => read,
+            // A directory removed meanwhile (never by this store, but by an operator) lists nothing.
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut entries: Vec<(String, bool)> = Vec::new();
+        for entry in read {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            // `.tmp`, `.uploads` and anything else no key can name.
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else { continue };
+            entries.push(if kind.is_dir() { (format!("{rel}{name}/"), true) } else { (format!("{rel}{name}"), false) });
+        }
+        entries.sort_unstable();
+        for (path, is_dir) in entries {
+            if out.len() >= self.limit {
+                return Ok(());
+            }
+            let after = self.start_after.as_deref();
+            if is_dir {
+                let in_prefix = path.starts_with(&self.prefix) || self.prefix.starts_with(&path);
+                // Every key under `path` is before `start_after` when `path` is and is not its prefix.
+                let passed = after.is_some_and(|a| path.as_str() < a && !a.starts_with(&path));
+                if in_prefix && !passed {
+                    self.visit(&dir.join(&path[rel.len()..path.len() - 1]), &path, out)?;
+                }
+            } else if path.starts_with(&self.prefix)
+                && after.is_none_or(|a| path.as_str() > a)
+                && validate_key(&path).is_ok()
+            {
+                let Ok(meta) = std::fs::metadata(dir.join(&path[rel.len()..])) else { continue };
+                out.push(ListedObject { key: path, size: meta.len(), last_modified: meta.modified()? });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::io;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -21,8 +21,8 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    BlobStore, ByteRange, ByteStream, ObjectMeta, PartReceipt, StorageError, Stored, check_part_number, validate_key,
-    validate_part_list,
+    BlobStore, ByteRange, ByteStream, IncompleteUpload, ListedObject, ObjectMeta, PartReceipt, StorageError, Stored,
+    check_part_number, clamp_list_limit, validate_key, validate_part_list, validate_prefix,
 };
 
 /// Size of the parts `put` uploads a large body in: the one buffer it holds per put.
@@ -388,6 +388,76 @@ impl BlobStore for S3Store {
 
     fn min_part_size(&self) -> u64 {
         S3_MIN_PART_SIZE
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ListedObject>, StorageError> {
+        validate_prefix(prefix)?;
+        let limit = clamp_list_limit(limit) as usize;
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+            let mut request = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).max_keys(want);
+            request = match &token {
+                Some(token) => request.continuation_token(token),
+                None => request.set_start_after(start_after.map(str::to_owned)),
+            };
+            let page = request.send().await.map_err(map_err)?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                out.push(ListedObject {
+                    key: key.to_owned(),
+                    size: object.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                    last_modified: system_time(object.last_modified()),
+                });
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if out.len() >= limit || page.is_truncated() != Some(true) || token.is_none() {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn list_incomplete_uploads(
+        &self,
+        older_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<IncompleteUpload>, StorageError> {
+        let limit = clamp_list_limit(limit) as usize;
+        let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(map_err)?;
+            for upload in page.uploads() {
+                let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else { continue };
+                let last_active = system_time(upload.initiated());
+                if last_active <= cutoff && out.len() < limit {
+                    out.push(IncompleteUpload { key: key.to_owned(), upload_id: upload_id.to_owned(), last_active });
+                }
+            }
+            key_marker = page.next_key_marker().filter(|m| !m.is_empty()).map(str::to_owned);
+            id_marker = page.next_upload_id_marker().filter(|m| !m.is_empty()).map(str::to_owned);
+            if out.len() >= limit || page.is_truncated() != Some(true) || key_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -381,6 +381,96 @@ mod contract {
     pub async fn health(store: &dyn BlobStore) {
         store.health_check().await.unwrap();
     }
+
+    /// `list`: every object once, in byte order of key, paged by `start_after`, filtered by
+    /// prefix (a partial segment too); multipart uploads in progress and temp files never show.
+    pub async fn listing(store: &dyn BlobStore) {
+        let mut keys = vec![
+            "ab/cd/k1".to_owned(),
+            "ab/cd/k2".to_owned(),
+            "ab/ce/k3".to_owned(),
+            "abx/k4".to_owned(),
+            "variants/m1/thumb.webp".to_owned(),
+            "variants/m1/hls/master.m3u8".to_owned(),
+            "variants/m2/thumb.webp".to_owned(),
+        ];
+        for (i, key) in keys.iter().enumerate() {
+            store.put(key, body_from_bytes(Bytes::from(vec![b'x'; i + 1]))).await.unwrap();
+        }
+        let pending = new_key();
+        let upload = store.create_multipart(&pending).await.unwrap();
+        store.put_part(&pending, &upload, 1, Bytes::from_static(b"part")).await.unwrap();
+        keys.sort();
+
+        let all = store.list("", None, 1000).await.unwrap();
+        assert_eq!(all.iter().map(|o| o.key.clone()).collect::<Vec<_>>(), keys, "byte order, parts never listed");
+        let size_of = |key: &str| all.iter().find(|o| o.key == key).unwrap().size;
+        assert_eq!(size_of("ab/cd/k1"), 1);
+        assert_eq!(size_of("variants/m2/thumb.webp"), 7);
+        assert!(all.iter().all(|o| o.last_modified.elapsed().unwrap_or_default() < Duration::from_secs(300)));
+
+        let mut walked = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.list("", after.as_deref(), 2).await.unwrap();
+            assert!(page.len() <= 2);
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            walked.extend(page.into_iter().map(|o| o.key));
+        }
+        assert_eq!(walked, keys, "pages of 2 walk every key once");
+
+        let names = |listed: Vec<mediabus_storage::ListedObject>| listed.into_iter().map(|o| o.key).collect::<Vec<_>>();
+        assert_eq!(
+            names(store.list("variants/m1/", None, 10).await.unwrap()),
+            ["variants/m1/hls/master.m3u8", "variants/m1/thumb.webp"]
+        );
+        assert_eq!(names(store.list("ab/c", None, 10).await.unwrap()), ["ab/cd/k1", "ab/cd/k2", "ab/ce/k3"]);
+        assert_eq!(names(store.list("ab/", Some("ab/cd/k1"), 10).await.unwrap()), ["ab/cd/k2", "ab/ce/k3"]);
+        assert_eq!(names(store.list("none/", None, 10).await.unwrap()), Vec::<String>::new());
+        assert!(matches!(store.list("../", None, 10).await, Err(StorageError::InvalidKey(_))));
+        assert!(matches!(store.list(".tmp/", None, 10).await, Err(StorageError::InvalidKey(_))));
+
+        store.delete("ab/cd/k2").await.unwrap();
+        assert_eq!(names(store.list("ab/cd/", None, 10).await.unwrap()), ["ab/cd/k1"]);
+        store.abort_multipart(&pending, &upload).await.unwrap();
+    }
+
+    /// `list_incomplete_uploads` lists uploads idle longer than asked; `sweep_incomplete_uploads`
+    /// aborts them except those kept; completed uploads never show.
+    pub async fn incomplete_uploads(store: &dyn BlobStore) {
+        let (stale, kept, done) = (new_key(), new_key(), new_key());
+        let stale_id = store.create_multipart(&stale).await.unwrap();
+        store.put_part(&stale, &stale_id, 1, Bytes::from_static(b"stale")).await.unwrap();
+        let kept_id = store.create_multipart(&kept).await.unwrap();
+        let done_id = store.create_multipart(&done).await.unwrap();
+        let receipt = store.put_part(&done, &done_id, 1, Bytes::from_static(b"done")).await.unwrap();
+        store.complete_multipart(&done, &done_id, &[receipt]).await.unwrap();
+
+        let recent = store.list_incomplete_uploads(Duration::from_secs(3600), 100).await.unwrap();
+        assert_eq!(recent, vec![], "nothing has been idle for an hour");
+        // S3 times have second precision: poll until both count as idle for zero seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listed = loop {
+            let listed = store.list_incomplete_uploads(Duration::ZERO, 100).await.unwrap();
+            if listed.len() >= 2 || std::time::Instant::now() > deadline {
+                break listed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut ids: Vec<(String, String)> = listed.iter().map(|u| (u.key.clone(), u.upload_id.clone())).collect();
+        ids.sort();
+        let mut want = vec![(stale.clone(), stale_id.clone()), (kept.clone(), kept_id.clone())];
+        want.sort();
+        assert_eq!(ids, want, "the two open uploads, not the completed one");
+
+        let keep = std::collections::HashSet::from([kept_id.clone()]);
+        assert_eq!(store.sweep_incomplete_uploads(Duration::ZERO, 100, &keep).await.unwrap(), 1);
+        assert_not_found(store.list_parts(&stale, &stale_id).await, "the swept upload");
+        assert!(store.list_parts(&kept, &kept_id).await.is_ok(), "the kept upload stays");
+        assert_eq!(store.sweep_temp(Duration::from_secs(3600)).await.unwrap(), 0, "no old temp file");
+        store.abort_multipart(&kept, &kept_id).await.unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -414,6 +504,7 @@ mod local_fs {
 
     contract_tests!(round_trip, large_body, ranges, missing_and_delete, invalid_keys, health);
     contract_tests!(multipart_errors);
+    contract_tests!(listing, incomplete_uploads);
 
     #[tokio::test]
     async fn multipart_at_offsets() {
@@ -665,6 +756,7 @@ mod s3 {
 
     contract_tests!(round_trip, large_body, ranges, missing_and_delete, invalid_keys, health);
     contract_tests!(multipart_errors);
+    contract_tests!(listing, incomplete_uploads);
 
     #[tokio::test]
     async fn multipart_at_offsets() {

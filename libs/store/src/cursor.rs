@@ -15,6 +15,11 @@ use crate::StoreError;
 /// Largest page size; larger requested limits are clamped to it.
 pub const MAX_LIMIT: u32 = 100;
 
+/// `Page::total` is exact up to this many matches; above it a listing reports `TOTAL_CAP + 1`,
+/// meaning "more than `TOTAL_CAP`". Counting stops there, so a page costs the same at 10 thousand
+/// matches as at millions (an unbounded `COUNT(*)` walks every match on every page).
+pub const TOTAL_CAP: u64 = 10_000;
+
 /// Cursors longer than this are rejected before decoding (ids are ~24 characters).
 const MAX_CURSOR_LEN: usize = 512;
 

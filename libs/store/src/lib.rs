@@ -26,7 +26,9 @@
 //! ```
 
 mod cursor;
+mod lifecycle;
 mod mongo;
+mod processing;
 mod sqlite;
 mod users;
 
@@ -35,12 +37,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mediabus_contracts::{ListFilter, Media, MediaRecord, MediaStatus, Page, Timestamp};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-pub use cursor::{MAX_LIMIT, clamp_limit};
+pub use cursor::{MAX_LIMIT, TOTAL_CAP, clamp_limit};
+pub use lifecycle::{LifecycleStore, MAX_LIFECYCLE_BATCH, RemovalScope, StoredUsage};
 pub use mongo::MongoStore;
+pub use processing::{ProcessingStore, open_processing};
 pub use sqlite::SqliteStore;
 pub use users::{LoginAttempts, RefreshToken, Rotation, User, UserStore};
 
@@ -128,12 +133,13 @@ pub struct UploadPart {
 }
 
 /// The document store. Object-safe (methods return boxed futures via `async_trait`) so services
-/// keep an `Arc<dyn MediaStore>` picked at startup.
+/// keep an `Arc<dyn MediaStore>` picked at startup; its supertraits ([`LifecycleStore`]) are
+/// reached through the same handle.
 ///
 /// Every method is a single atomic step as seen by other processes sharing the store, except
 /// where noted.
 #[async_trait]
-pub trait MediaStore: Send + Sync {
+pub trait MediaStore: LifecycleStore + Send + Sync {
     /// Stores a new record. [`StoreError::Conflict`] if a record with the same id exists
     /// (whatever its status).
     async fn insert(&self, record: &MediaRecord) -> Result<(), StoreError>;
@@ -152,6 +158,17 @@ pub trait MediaStore: Send + Sync {
     /// `updated_at`). [`StoreError::NotFound`] if there is none.
     async fn update(&self, record: &MediaRecord) -> Result<(), StoreError>;
 
+    /// Replaces the record with `record` (same id) only if the stored one is still the version
+    /// `read` (a record the caller got from [`MediaStore::get`]): its `status`, `updatedAt` and
+    /// storage key are unchanged. Every writer of media documents moves `updatedAt` strictly
+    /// forward ([`next_updated_at`]), so an unchanged `updatedAt` means no write happened in
+    /// between: a compare-and-set, atomic against every process sharing the store.
+    ///
+    /// `Ok(true)` when replaced; `Ok(false)` when another write came first (nothing changed: read
+    /// again and retry); [`StoreError::NotFound`] if there is no record with the id;
+    /// [`StoreError::Backend`] if `record.updated_at` is not later than `read`'s (a caller bug).
+    async fn replace_if_unchanged(&self, read: &MediaRecord, record: &MediaRecord) -> Result<bool, StoreError>;
+
     /// One page of the records matching `filter` (see [`ListFilter`]):
     ///
     /// - every set field must match; `status: None` means "not `DELETED`";
@@ -160,7 +177,8 @@ pub trait MediaStore: Send + Sync {
     /// - `q`: case-insensitive substring of `originalName`, taken literally (no wildcards);
     /// - order: `createdAt` then id, both descending (`NewestFirst`) or ascending (`OldestFirst`);
     /// - `limit` is clamped to 1..=[`MAX_LIMIT`]; `Page::limit` reports the clamped value;
-    /// - `total` counts all matches, ignoring the cursor;
+    /// - `total` counts all matches, ignoring the cursor, exactly up to [`TOTAL_CAP`] (10,000);
+    ///   with more matches it is `TOTAL_CAP + 1` ("more than 10,000"): counting stops there;
     /// - `next_cursor` is set when more items follow: an opaque URL-safe token for the last item
     ///   of this page; the next page starts strictly after it, so concurrent inserts never cause
     ///   duplicates or gaps among existing items.
@@ -196,6 +214,19 @@ pub trait MediaStore: Send + Sync {
     /// session is not an error.
     async fn delete_upload(&self, upload_id: &str) -> Result<(), StoreError>;
 
+    /// Keeps a live session alive: if session `upload_id` has not expired at `now`
+    /// (`expires_at > now`), sets its `expires_at` to `until` when that is later. `Ok(true)` when
+    /// the session was live (whether or not the time moved), `Ok(false)` when it is absent or
+    /// expired. Atomic against [`MediaStore::delete_expired_upload`]: a session the sweeper takes
+    /// is never extended, and one extended here is never swept before `until`. Each received
+    /// part extends the TTL with it, and completion with it claims the time it needs.
+    async fn extend_upload(&self, upload_id: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError>;
+
+    /// Deletes session `upload_id` and its parts only if it has expired at `now`
+    /// (`expires_at <= now`): the sweeper's claim. `Ok(true)` if this call deleted it (the
+    /// caller then removes its blob parts), `Ok(false)` if it is absent or still live.
+    async fn delete_expired_upload(&self, upload_id: &str, now: Timestamp) -> Result<bool, StoreError>;
+
     /// Up to `limit` (clamped to 1..=1000) sessions with `expires_at <= now`, soonest-expired
     /// first, for a janitor to abort and delete.
     async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<UploadSession>, StoreError>;
@@ -212,13 +243,14 @@ pub trait MediaStore: Send + Sync {
 /// path = "data/media.db"
 /// # or: backend = "mongodb", uri = "mongodb://mongo:27017", database = "mediabus"
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase")]
 pub enum StoreConfig {
     /// Embedded SQLite; `path` is the database file (created, with its parent dir, if missing).
     Sqlite { path: PathBuf },
-    /// MongoDB 6+; `uri` is a connection string (credentials inside it), `database` the name.
-    Mongodb { uri: String, database: String },
+    /// MongoDB 6+; `uri` is a connection string (credentials inside it, so a secret: `Debug`
+    /// shows `[REDACTED]`), `database` the name.
+    Mongodb { uri: SecretString, database: String },
 }
 
 /// Opens the configured store: applies SQLite migrations, or connects to MongoDB, checks that it
@@ -226,7 +258,7 @@ pub enum StoreConfig {
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn MediaStore>, StoreError> {
     Ok(match config {
         StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
-        StoreConfig::Mongodb { uri, database } => Arc::new(MongoStore::connect(uri, database).await?),
+        StoreConfig::Mongodb { uri, database } => Arc::new(MongoStore::connect(uri.expose_secret(), database).await?),
     })
 }
 
@@ -235,8 +267,34 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn MediaStore>, StoreErro
 pub async fn open_users(config: &StoreConfig) -> Result<Arc<dyn UserStore>, StoreError> {
     Ok(match config {
         StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path).await?),
-        StoreConfig::Mongodb { uri, database } => Arc::new(MongoStore::connect(uri, database).await?),
+        StoreConfig::Mongodb { uri, database } => Arc::new(MongoStore::connect(uri.expose_secret(), database).await?),
     })
+}
+
+/// The `updatedAt` for a write of a media document last updated at `previous`: now, or one
+/// millisecond after `previous` if the clock has not moved past it (two writes in the same
+/// millisecond, or a clock behind another worker's). Strictly increasing per document, which is
+/// what [`MediaStore::replace_if_unchanged`] compares.
+pub fn next_updated_at(previous: Timestamp) -> Timestamp {
+    let now = Timestamp::now().unix_millis();
+    Timestamp::from_unix_millis(now.max(previous.unix_millis().saturating_add(1)))
+}
+
+/// `at`, or one millisecond after `before` if `at` is not later: the `updatedAt` a store-side
+/// write (processing, lifecycle) gives a document last updated at `before`.
+pub(crate) fn later_than(before: Timestamp, at: Timestamp) -> Timestamp {
+    Timestamp::from_unix_millis(at.unix_millis().max(before.unix_millis().saturating_add(1)))
+}
+
+/// Checks the precondition of [`MediaStore::replace_if_unchanged`] (shared by both backends).
+fn check_newer(read: &MediaRecord, record: &MediaRecord) -> Result<(), StoreError> {
+    if record.media.id != read.media.id || record.media.updated_at <= read.media.updated_at {
+        return Err(StoreError::Backend(format!(
+            "replace_if_unchanged of {}: same id and a later updatedAt needed",
+            record.media.id
+        )));
+    }
+    Ok(())
 }
 
 /// `None` for an absent or JSON-`null` value: the two are one state in both backends.
@@ -256,10 +314,14 @@ mod tests {
     #[test]
     fn config_names_the_backend() {
         let sqlite: StoreConfig = serde_json::from_str(r#"{"backend":"sqlite","path":"data/media.db"}"#).unwrap();
-        assert_eq!(sqlite, StoreConfig::Sqlite { path: "data/media.db".into() });
+        assert!(matches!(sqlite, StoreConfig::Sqlite { path } if path == std::path::Path::new("data/media.db")));
         let mongo: StoreConfig =
-            serde_json::from_str(r#"{"backend":"mongodb","uri":"mongodb://m:27017","database":"mediabus"}"#).unwrap();
-        assert_eq!(mongo, StoreConfig::Mongodb { uri: "mongodb://m:27017".into(), database: "mediabus".into() });
+            serde_json::from_str(r#"{"backend":"mongodb","uri":"mongodb://u:pw@m:27017","database":"mediabus"}"#)
+                .unwrap();
+        let shown = format!("{mongo:?}");
+        assert!(!shown.contains("pw@"), "the URI's credentials are never printed: {shown}");
+        let StoreConfig::Mongodb { uri, database } = mongo else { panic!("mongodb") };
+        assert_eq!((uri.expose_secret(), database.as_str()), ("mongodb://u:pw@m:27017", "mediabus"));
         let err = serde_json::from_str::<StoreConfig>(r#"{"backend":"postgres"}"#).unwrap_err();
         assert!(err.to_string().contains("sqlite"), "lists accepted backends: {err}");
     }

@@ -9,6 +9,7 @@
 //!   on `(uploadId, partNumber)`.
 //! - `users`, `refresh_tokens`, `refresh_families`, `login_attempts`: the auth service's
 //!   [`crate::UserStore`], described in `mongo/users.rs`.
+//! - `leases`, `media_stats`: [`crate::LifecycleStore`], described in `mongo/lifecycle.rs`.
 //!
 //! Decoding accepts Int32 where this store writes Int64, so documents written by other clients
 //! (a NestJS/Prisma service writes `size` as Int32) read back too.
@@ -26,11 +27,15 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde_json::{Map, Number, Value};
 
-use crate::cursor::{CursorKey, clamp_limit, page_from_overfetch};
+use crate::cursor::{CursorKey, TOTAL_CAP, clamp_limit, page_from_overfetch};
 use crate::{MediaStore, StoreError, UploadPart, UploadSession, clamp_janitor_limit, non_null};
 
 // `UserStore` for this backend; a child module so it shares the document helpers above.
 mod users;
+// `ProcessingStore` for this backend (conditional writes of the media processor).
+mod processing;
+// `LifecycleStore` for this backend (retention, orphans, leases, counters).
+mod lifecycle;
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
@@ -64,6 +69,7 @@ impl MongoStore {
         store.health_check().await?;
         store.create_indexes().await?;
         store.create_user_indexes().await?;
+        store.create_lifecycle_indexes().await?;
         Ok(store)
     }
 
@@ -265,6 +271,7 @@ fn media_to_doc(record: &MediaRecord) -> Result<Document, StoreError> {
         "details": opt_json(&m.details),
         "variants": variants,
         "storageKey": opt_str(&record.storage_key),
+        "failureReason": opt_str(&m.failure_reason),
     })
 }
 
@@ -312,6 +319,7 @@ fn media_from_doc(d: &Document) -> Result<MediaRecord, StoreError> {
         checksum: get_opt_str(d, "checksum")?,
         details: get_json(d, "details"),
         variants,
+        failure_reason: get_opt_str(d, "failureReason")?,
     };
     Ok(MediaRecord { media, storage_key: get_opt_str(d, "storageKey")? })
 }
@@ -447,11 +455,29 @@ impl MediaStore for MongoStore {
         if replaced.matched_count == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
+    async fn replace_if_unchanged(&self, read: &MediaRecord, record: &MediaRecord) -> Result<bool, StoreError> {
+        crate::check_newer(read, record)?;
+        let id = &record.media.id;
+        let filter = doc! {
+            "_id": id,
+            "status": read.media.status.as_str(),
+            "updatedAt": date(read.media.updated_at),
+            "storageKey": opt_str(&read.storage_key),
+        };
+        let replaced = self.media.replace_one(filter, media_to_doc(record)?).await.map_err(backend)?;
+        if replaced.matched_count == 1 {
+            return Ok(true);
+        }
+        let exists = self.media.find_one(doc! { "_id": id }).await.map_err(backend)?.is_some();
+        if exists { Ok(false) } else { Err(StoreError::NotFound) }
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
         let after = filter.cursor.as_deref().map(CursorKey::decode).transpose()?;
         let limit = clamp_limit(filter.limit);
         let mut query = filter_doc(filter);
-        let total = self.media.count_documents(query.clone()).await.map_err(backend)?;
+        // Counting stops after TOTAL_CAP + 1 matches (see `MediaStore::list`): bounded work per page.
+        let total = self.media.count_documents(query.clone()).limit(TOTAL_CAP + 1).await.map_err(backend)?;
         if let Some(key) = &after {
             add_cursor(&mut query, key, filter.sort);
         }
@@ -560,6 +586,42 @@ impl MediaStore for MongoStore {
         self.uploads.delete_one(doc! { "_id": upload_id }).await.map_err(backend)?;
         self.parts.delete_many(doc! { "uploadId": upload_id }).await.map_err(backend)?;
         Ok(())
+    }
+
+    async fn extend_upload(&self, upload_id: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError> {
+        // Read, then replace on the `expiresAt` read (a compare-and-set): a whole-document
+        // replace, because the nx-27017 stand-in does not keep dates written by `$set`.
+        for _ in 0..5 {
+            let filter = doc! { "_id": upload_id, "expiresAt": { "$gt": date(now) } };
+            let Some(found) = self.uploads.find_one(filter).await.map_err(backend)? else { return Ok(false) };
+            let mut session = upload_from_doc(&found)?;
+            if session.expires_at >= until {
+                return Ok(true);
+            }
+            let read = date(session.expires_at);
+            session.expires_at = until;
+            let replaced = self
+                .uploads
+                .replace_one(doc! { "_id": upload_id, "expiresAt": read }, upload_to_doc(&session)?)
+                .await
+                .map_err(backend)?;
+            if replaced.matched_count == 1 {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Conflict(format!("upload {upload_id} changed concurrently")))
+    }
+
+    async fn delete_expired_upload(&self, upload_id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let deleted = self
+            .uploads
+            .delete_one(doc! { "_id": upload_id, "expiresAt": { "$lte": date(now) } })
+            .await
+            .map_err(backend)?;
+        if deleted.deleted_count == 1 {
+            self.parts.delete_many(doc! { "uploadId": upload_id }).await.map_err(backend)?;
+        }
+        Ok(deleted.deleted_count == 1)
     }
 
     async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<UploadSession>, StoreError> {

@@ -24,11 +24,15 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::{Mutex as AsyncMutex, Semaphore, oneshot};
 
-use crate::cursor::{CursorKey, clamp_limit, page_from_overfetch};
-use crate::{MediaJson, MediaStore, StoreError, UploadPart, UploadSession, clamp_janitor_limit, non_null};
+use crate::cursor::{CursorKey, TOTAL_CAP, clamp_limit, page_from_overfetch};
+use crate::{MediaJson, MediaStore, StoreError, UploadPart, UploadSession, check_newer, clamp_janitor_limit, non_null};
 
 // `UserStore` for this backend; a child module so it shares the connection helpers above.
 mod users;
+// `ProcessingStore` for this backend (conditional writes of the media processor).
+mod processing;
+// `LifecycleStore` for this backend (retention, orphans, leases, counters).
+mod lifecycle;
 
 /// Reader connections per store: enough to overlap the listing queries of a busy worker on a
 /// small machine without holding many file handles.
@@ -38,11 +42,20 @@ const READERS: usize = 4;
 /// error. Writes are short (one row or one small transaction), so seconds mean trouble.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Schema migrations, applied in order at open; `PRAGMA user_version` counts the applied ones.
-/// Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[&str] = &[
+/// How long a point read on the calling task may wait for a lock before it gives up there and
+/// runs again on the blocking pool with [`BUSY_TIMEOUT`]: the calling task may be the only thread
+/// of a worker's runtime, whose other requests (and `$SRV.PING`) must not wait behind a lock.
+const POINT_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
+
+/// Schema migrations as `(version, SQL)`, applied in order at open; `PRAGMA user_version` is the
+/// version of the last one applied. Versions are explicit and run 1, 2, 3, ... without gaps (a
+/// unit test checks), so code that depends on a migration names its number. Append only: never
+/// edit a migration that has shipped.
+const MIGRATIONS: &[(i64, &str)] = &[
     // 1: media, idempotency keys, upload sessions and parts.
-    r#"
+    (
+        1,
+        r#"
     CREATE TABLE media (
         id            TEXT PRIMARY KEY NOT NULL,
         type          TEXT NOT NULL,
@@ -106,8 +119,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (upload_id, part_number)
     ) STRICT, WITHOUT ROWID;
     "#,
+    ),
     // 2: users, refresh tokens and failed-login counters of the auth service (`UserStore`).
-    r#"
+    (
+        2,
+        r#"
     CREATE TABLE users (
         id            TEXT PRIMARY KEY NOT NULL,
         email         TEXT NOT NULL UNIQUE,   -- normalised by the service
@@ -138,18 +154,47 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX login_attempts_expires ON login_attempts (expires_at);
     "#,
-    // 2: each media row keeps its document as JSON (`serde_json` of `Media`), written with the
+    ),
+    // 3: each media row keeps its document as JSON (`serde_json` of `Media`), written with the
     // columns, so a point read replies with it instead of decoding columns and encoding them
     // again. Filled for existing rows by `fill_docs`; a later change to `Media`'s JSON form must
     // come with a migration that clears `doc` so it is written again.
-    "ALTER TABLE media ADD COLUMN doc TEXT;",
+    (3, "ALTER TABLE media ADD COLUMN doc TEXT;"),
+    // 4: `failureReason` (DESIGN §9). The documents are written again (`fill_docs`) so that
+    // replies straight from `doc` carry the new field as `null`.
+    (4, "ALTER TABLE media ADD COLUMN failure_reason TEXT; UPDATE media SET doc = NULL;"),
+    // 5: lifecycle (DESIGN §14, `LifecycleStore`): removed media awaiting their purge, by removal
+    // time; media by storage key (the orphan sweeper's lookups); the sweeper's lease; view and
+    // download counters (their own table: `MediaStore::update` rewrites whole media rows).
+    (
+        5,
+        r#"
+    CREATE INDEX media_purge_due ON media (updated_at) WHERE status = 'DELETED' AND storage_key IS NOT NULL;
+    CREATE INDEX media_storage_key ON media (storage_key);
+    CREATE INDEX uploads_storage_key ON uploads (storage_key);
+    CREATE TABLE leases (
+        name       TEXT PRIMARY KEY NOT NULL,
+        holder     TEXT NOT NULL,
+        expires_at INTEGER NOT NULL        -- unix millis
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE media_stats (
+        id        TEXT PRIMARY KEY NOT NULL,  -- media id
+        views     INTEGER NOT NULL,
+        downloads INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
+    ),
 ];
+
+/// The migration that last changed `Media`'s JSON form (4, `failureReason`): a database older
+/// than it gets `doc` (re)written for every row by `migrate`.
+const DOC_FORM_VERSION: i64 = 4;
 
 /// The media columns in `media_from_row` order, as a literal (so `concat!` can build statements).
 macro_rules! media_columns {
     () => {
         "id, type, original_name, mime_type, size, url, user_id, entity_id, entity_type, metadata, \
-         is_public, status, created_at, updated_at, checksum, details, variants, storage_key"
+         is_public, status, created_at, updated_at, checksum, details, variants, storage_key, failure_reason"
     };
 }
 
@@ -368,12 +413,29 @@ impl SqliteStore {
             Some(conn) => conn,
             None => connect(&self.inner.path)?,
         };
-        let result = f(&mut conn);
+        // Short here (see `POINT_BUSY_TIMEOUT`); pooled connections go back with the long one.
+        let result = conn.busy_timeout(POINT_BUSY_TIMEOUT).map_err(backend).and_then(|()| f(&mut conn));
         // A connection left inside a transaction (a failed COMMIT) is not reused.
-        if conn.is_autocommit() {
+        if conn.is_autocommit() && conn.busy_timeout(BUSY_TIMEOUT).is_ok() {
             idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
         }
         result
+    }
+
+    /// A point read by `key` with `f`: on the calling task (`read_point`), and if that finds the
+    /// database locked, again on the blocking pool, where waiting stalls no other request.
+    async fn point_by_key<T: Send + 'static>(
+        &self,
+        key: &str,
+        f: fn(&mut Connection, &str) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match self.read_point(|conn| f(conn, key)) {
+            Err(e) if is_busy(&e) => {
+                let key = key.to_owned();
+                self.read(move |conn| f(conn, &key)).await
+            }
+            other => other,
+        }
     }
 
     /// A point read, batched: the first caller yields once to the scheduler, letting the requests
@@ -392,6 +454,21 @@ impl SqliteStore {
             drop(run);
         }
         result.await.unwrap_or_else(|_| Err(StoreError::Backend("point read abandoned".into())))
+    }
+
+    /// Answers a point read that found the database locked from the blocking pool, which waits
+    /// for the lock up to [`BUSY_TIMEOUT`] without stalling this task (see `POINT_BUSY_TIMEOUT`).
+    fn answer_off_task(&self, id: String, answer: oneshot::Sender<Result<Option<PointRow>, StoreError>>) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let result = store
+                .read(move |conn| {
+                    let mut stmt = conn.prepare_cached(GET_MEDIA_SQL).map_err(backend)?;
+                    point_read(conn, &mut stmt, &id)
+                })
+                .await;
+            let _ = answer.send(result);
+        });
     }
 
     /// Runs every pending point read in one read transaction and answers each. Each read transaction
@@ -423,8 +500,18 @@ impl SqliteStore {
         });
         match results {
             Ok(results) => {
-                for ((_, answer), result) in pending.into_iter().zip(results) {
-                    let _ = answer.send(result);
+                for ((id, answer), result) in pending.into_iter().zip(results) {
+                    match result {
+                        Err(e) if is_busy(&e) => self.answer_off_task(id, answer),
+                        result => {
+                            let _ = answer.send(result);
+                        }
+                    }
+                }
+            }
+            Err(e) if is_busy(&e) => {
+                for (id, answer) in pending {
+                    self.answer_off_task(id, answer);
                 }
             }
             Err(e) => {
@@ -450,24 +537,25 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(backend)?;
     let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(backend)?;
-    let known = MIGRATIONS.len() as i64;
+    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
     if applied > known {
         return Err(StoreError::Backend(format!(
             "database schema version {applied} is newer than this build ({known}): upgrade the binary"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {}: {e}", index + 1)))?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > applied) {
+        tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {version}: {e}")))?;
     }
-    if applied < 2 {
+    if applied < DOC_FORM_VERSION {
         fill_docs(&tx)?;
     }
     tx.pragma_update(None, "user_version", known).map_err(backend)?;
     tx.commit().map_err(backend)
 }
 
-/// Writes `doc` for every media row without one (rows from before migration 2). Rows a process of
-/// an older build inserts later still lack it; point reads fall back to the columns for those.
+/// Writes `doc` for every media row without one (rows from before migration 2, or cleared by a
+/// later one that changed the document's form). Rows a process of an older build inserts later
+/// still lack it; point reads fall back to the columns for those.
 fn fill_docs(conn: &Connection) -> Result<(), StoreError> {
     let mut select =
         conn.prepare(concat!("SELECT ", media_columns!(), " FROM media WHERE doc IS NULL")).map_err(backend)?;
@@ -484,6 +572,12 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Backend(format!("sqlite task failed: {e}")))?
+}
+
+/// Whether a statement failed because another connection held a lock past its busy timeout
+/// (`SQLITE_BUSY`, "database is locked"; `backend` keeps SQLite's message).
+fn is_busy(e: &StoreError) -> bool {
+    matches!(e, StoreError::Backend(message) if message.contains("database is locked"))
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -559,6 +653,7 @@ fn media_from_row(row: &Row<'_>) -> rusqlite::Result<MediaRecord> {
             None | Some("[]") => Vec::new(),
             Some(text) => serde_json::from_str(text).map_err(|e| corrupt(16, format!("bad JSON: {e}")))?,
         },
+        failure_reason: row.get(18)?,
     };
     Ok(MediaRecord { media, storage_key: row.get(17)? })
 }
@@ -582,7 +677,7 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<UploadSession> {
     })
 }
 
-/// The 20 column values of a media row: `MEDIA_COLUMNS` order, then `DERIVED_COLUMNS`.
+/// The 21 column values of a media row: `MEDIA_COLUMNS` order, then `DERIVED_COLUMNS`.
 fn media_values(record: &MediaRecord) -> Result<Vec<SqlValue>, StoreError> {
     let m = &record.media;
     let variants =
@@ -606,6 +701,7 @@ fn media_values(record: &MediaRecord) -> Result<Vec<SqlValue>, StoreError> {
         json_text(&m.details)?.into(),
         variants.into(),
         record.storage_key.clone().into(),
+        m.failure_reason.clone().into(),
         m.original_name.to_lowercase().into(),
         doc_of(m)?.into(),
     ])
@@ -656,10 +752,17 @@ fn list_blocking(conn: &mut Connection, filter: &ListFilter, after: Option<Curso
     let (mut conds, mut args) = filter_clause(filter);
     // One read transaction: the count and the page come from the same snapshot.
     let tx = conn.transaction().map_err(backend)?;
+    // Counting stops after TOTAL_CAP + 1 matches (see `MediaStore::list`): bounded work per page.
     let total: i64 = tx
-        .query_row(&format!("SELECT COUNT(*) FROM media WHERE {}", conds.join(" AND ")), params_from_iter(&args), |r| {
-            r.get(0)
-        })
+        .query_row(
+            &format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM media WHERE {} LIMIT {})",
+                conds.join(" AND "),
+                TOTAL_CAP + 1
+            ),
+            params_from_iter(&args),
+            |r| r.get(0),
+        )
         .map_err(backend)?;
 
     let (cmp, dir) = match filter.sort {
@@ -742,6 +845,43 @@ impl MediaStore for SqliteStore {
         .await
     }
 
+    async fn replace_if_unchanged(&self, read: &MediaRecord, record: &MediaRecord) -> Result<bool, StoreError> {
+        check_newer(read, record)?;
+        let mut values = media_values(record)?;
+        let n = values.len();
+        values.push(read.media.status.as_str().to_owned().into());
+        values.push(read.media.updated_at.unix_millis().into());
+        values.push(read.storage_key.clone().into());
+        self.write(move |conn| {
+            let sets: Vec<String> = MEDIA_COLUMNS
+                .split(", ")
+                .chain(DERIVED_COLUMNS)
+                .enumerate()
+                .skip(1)
+                .map(|(i, col)| format!("{} = ?{}", col.trim(), i + 1))
+                .collect();
+            // `IS` compares NULL storage keys as equal.
+            let sql = format!(
+                "UPDATE media SET {} WHERE id = ?1 AND status = ?{} AND updated_at = ?{} AND storage_key IS ?{}",
+                sets.join(", "),
+                n + 1,
+                n + 2,
+                n + 3
+            );
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let changed = tx.execute(&sql, params_from_iter(&values)).map_err(backend)?;
+            let exists = changed == 1
+                || tx
+                    .query_row("SELECT 1 FROM media WHERE id = ?1", [&values[0]], |_| Ok(()))
+                    .optional()
+                    .map_err(backend)?
+                    .is_some();
+            tx.commit().map_err(backend)?;
+            if exists { Ok(changed == 1) } else { Err(StoreError::NotFound) }
+        })
+        .await
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
         let after = filter.cursor.as_deref().map(CursorKey::decode).transpose()?;
         let filter = filter.clone();
@@ -815,11 +955,12 @@ impl MediaStore for SqliteStore {
     }
 
     async fn get_upload(&self, upload_id: &str) -> Result<Option<UploadSession>, StoreError> {
-        self.read_point(|conn| {
+        self.point_by_key(upload_id, |conn, upload_id| {
             conn.prepare_cached(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?1"))
                 .and_then(|mut stmt| stmt.query_row([upload_id], upload_from_row).optional())
                 .map_err(backend)
         })
+        .await
     }
 
     async fn record_part(&self, upload_id: &str, part: &UploadPart) -> Result<(), StoreError> {
@@ -870,6 +1011,40 @@ impl MediaStore for SqliteStore {
             tx.execute("DELETE FROM upload_parts WHERE upload_id = ?1", [&id]).map_err(backend)?;
             tx.execute("DELETE FROM uploads WHERE upload_id = ?1", [&id]).map_err(backend)?;
             tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn extend_upload(&self, upload_id: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError> {
+        let id = upload_id.to_owned();
+        self.write(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE uploads SET expires_at = max(expires_at, ?3) WHERE upload_id = ?1 AND expires_at > ?2",
+                    params![id, now.unix_millis(), until.unix_millis()],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn delete_expired_upload(&self, upload_id: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let id = upload_id.to_owned();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let deleted = tx
+                .execute(
+                    "DELETE FROM uploads WHERE upload_id = ?1 AND expires_at <= ?2",
+                    params![id, now.unix_millis()],
+                )
+                .map_err(backend)?;
+            if deleted == 1 {
+                // As `delete_upload`: correct even where foreign keys were left off.
+                tx.execute("DELETE FROM upload_parts WHERE upload_id = ?1", [&id]).map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(deleted == 1)
         })
         .await
     }
@@ -926,6 +1101,7 @@ mod tests {
                 checksum: None,
                 details: None,
                 variants: vec![],
+                failure_reason: None,
             },
             storage_key: None,
         }
@@ -940,26 +1116,72 @@ mod tests {
         (dir, store)
     }
 
-    /// A database made by a build before migration 2 gets a `doc` for each row at open, equal to
-    /// the document of its columns.
+    #[test]
+    fn migrations_are_numbered_one_to_n_without_gaps() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
+        assert!(MIGRATIONS.iter().any(|(v, _)| *v == DOC_FORM_VERSION));
+    }
+
+    /// Upgrades from every earlier schema version: a database made by the first `n` migrations
+    /// (as a build of that time left it, with a row written the way that build wrote it) opens
+    /// with this build, gets a current `doc` for the row and reads it back.
     #[tokio::test]
-    async fn opening_a_version_1_database_writes_each_document() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.db");
-        let old = record("old");
-        {
+    async fn a_database_of_every_earlier_version_upgrades() {
+        for n in 0..MIGRATIONS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.db");
+            let old = record("old");
+            {
+                let conn = connect(&path).unwrap();
+                for (_, sql) in &MIGRATIONS[..n] {
+                    conn.execute_batch(sql).unwrap();
+                }
+                conn.pragma_update(None, "user_version", n as i64).unwrap();
+                if n > 0 {
+                    // The columns of version n: `doc` from 3, `failure_reason` from 4.
+                    let values = media_values(&old).unwrap();
+                    let (mut columns, mut row): (Vec<&str>, Vec<SqlValue>) =
+                        MEDIA_COLUMNS.split(", ").zip(values[..19].iter().cloned()).unzip();
+                    columns.push("name_folded");
+                    row.push(values[19].clone());
+                    if n < 4 {
+                        let at = columns.iter().position(|c| *c == "failure_reason").unwrap();
+                        columns.remove(at);
+                        row.remove(at);
+                    }
+                    if n == 3 {
+                        // A version-3 build wrote its documents without `failureReason`.
+                        let mut doc = serde_json::to_value(&old.media).unwrap();
+                        doc.as_object_mut().unwrap().remove("failureReason");
+                        columns.push("doc");
+                        row.push(doc.to_string().into());
+                    } else if n > 3 {
+                        columns.push("doc");
+                        row.push(values[20].clone());
+                    }
+                    let sql =
+                        format!("INSERT INTO media ({}) VALUES ({})", columns.join(", "), placeholders(row.len()));
+                    conn.execute(&sql, params_from_iter(row)).unwrap();
+                }
+            }
+            let store = SqliteStore::open(&path).await.unwrap_or_else(|e| panic!("version {n}: {e}"));
             let conn = connect(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            let values = &media_values(&old).unwrap()[..19]; // without `doc`
-            let sql = format!("INSERT INTO media ({MEDIA_COLUMNS}, name_folded) VALUES ({})", placeholders(19));
-            conn.execute(&sql, params_from_iter(values)).unwrap();
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64, "from version {n}");
+            if n == 0 {
+                store.insert(&old).await.unwrap();
+            }
+            let doc: String = conn.query_row("SELECT doc FROM media WHERE id = 'old'", [], |r| r.get(0)).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Value>(&doc).unwrap(),
+                serde_json::to_value(&old.media).unwrap(),
+                "from version {n}"
+            );
+            assert_eq!(store.get("old").await.unwrap(), Some(old.clone()), "from version {n}");
+            let json = store.get_json("old").await.unwrap().unwrap();
+            assert!(json.json.get().contains("\"failureReason\":null"), "from version {n}: {}", json.json.get());
         }
-        let store = SqliteStore::open(&path).await.unwrap();
-        let doc: String =
-            connect(&path).unwrap().query_row("SELECT doc FROM media WHERE id = 'old'", [], |r| r.get(0)).unwrap();
-        assert_eq!(serde_json::from_str::<Media>(&doc).unwrap(), old.media);
-        assert_eq!(store.get("old").await.unwrap(), Some(old));
     }
 
     /// A row without `doc` (inserted by a process of an older build during an upgrade) is read
@@ -996,6 +1218,25 @@ mod tests {
         assert!(b.unwrap().unwrap().media.is_public, "sees the committed write");
         assert!(d.unwrap().is_none());
         assert!(store.inner.batch.lock().unwrap().pending.is_empty());
+    }
+
+    /// 18: a read that finds the database locked is recognised as such (`is_busy`), so the
+    /// point reads retry it on the blocking pool. (A WAL file cannot be locked against readers
+    /// while the store holds it open, so this uses a rollback-journal file to get a real
+    /// `SQLITE_BUSY`.)
+    #[test]
+    fn a_locked_database_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plain.db");
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("CREATE TABLE t (x INTEGER); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);").unwrap();
+        let reader = Connection::open(&path).unwrap();
+        reader.busy_timeout(POINT_BUSY_TIMEOUT).unwrap();
+        let started = std::time::Instant::now();
+        let err = reader.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "bounded by the short timeout");
+        assert!(is_busy(&backend(err)));
+        assert!(!is_busy(&StoreError::Backend("sqlite: no such table: t".into())));
     }
 
     /// A caller that gives up while leading a batch still gets the others answered.

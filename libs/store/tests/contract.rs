@@ -52,6 +52,7 @@ fn record(id: &str, user: &str, offset_ms: i64) -> MediaRecord {
             checksum: None,
             details: None,
             variants: vec![],
+            failure_reason: None,
         },
         storage_key: None,
     }
@@ -208,6 +209,32 @@ async fn update_replaces_the_whole_record(store: &dyn MediaStore, b: &Backend) {
     let ghost = record("ghost", "u", 1);
     assert_eq!(store.update(&ghost).await, Err(StoreError::NotFound), "{}", b.name);
     assert_eq!(store.get("ghost").await.unwrap(), None, "update does not create");
+}
+
+/// `replace_if_unchanged` is a compare-and-set on the version read: the first of two writers
+/// that read the same version wins, the second gets `false` and changes nothing; a write with
+/// an `updatedAt` not later than the one read is refused; an absent id is `NotFound`.
+async fn replace_if_unchanged_is_a_compare_and_set(store: &dyn MediaStore, b: &Backend) {
+    let read = record("cas", "u", 0);
+    store.insert(&read).await.unwrap();
+    let mut removed = read.clone();
+    removed.media.status = MediaStatus::Deleted;
+    removed.media.updated_at = mediabus_store::next_updated_at(read.media.updated_at);
+    let mut patched = read.clone();
+    patched.media.is_public = !read.media.is_public;
+    patched.media.updated_at = mediabus_store::next_updated_at(read.media.updated_at);
+    assert_eq!(store.replace_if_unchanged(&read, &removed).await, Ok(true), "{}", b.name);
+    assert_eq!(store.replace_if_unchanged(&read, &patched).await, Ok(false), "{}: stale read", b.name);
+    assert_eq!(store.get("cas").await.unwrap(), Some(removed.clone()), "{}: the first write stays", b.name);
+
+    // Same updatedAt as read: refused before anything is written.
+    let mut same = removed.clone();
+    same.media.original_name = "same.png".into();
+    assert!(matches!(store.replace_if_unchanged(&removed, &same).await, Err(StoreError::Backend(_))), "{}", b.name);
+    let ghost = record("ghost", "u", 0);
+    let mut later = ghost.clone();
+    later.media.updated_at = at(1);
+    assert_eq!(store.replace_if_unchanged(&ghost, &later).await, Err(StoreError::NotFound), "{}", b.name);
 }
 
 /// The listing fixture: ids a..g, created a (oldest) .. g (newest).
@@ -509,6 +536,27 @@ fn session(upload_id: &str, expires_offset_ms: i64) -> UploadSession {
     }
 }
 
+/// Parts extend a live session; the sweeper's delete takes only expired ones; the two never
+/// both succeed on one session.
+async fn extending_and_sweeping_uploads_exclude_each_other(store: &dyn MediaStore, b: &Backend) {
+    store.create_upload(&session("live", 1_000)).await.unwrap();
+    store.create_upload(&session("old", 0)).await.unwrap();
+    store.record_part("old", &UploadPart { part_number: 1, size: 5, etag: "e".into() }).await.unwrap();
+    let now = at(500);
+    // Live: extended (never shortened), not swept.
+    assert_eq!(store.extend_upload("live", now, at(5_000)).await, Ok(true), "{}", b.name);
+    assert_eq!(store.extend_upload("live", now, at(2_000)).await, Ok(true), "{}", b.name);
+    assert_eq!(store.get_upload("live").await.unwrap().unwrap().expires_at, at(5_000), "{}", b.name);
+    assert_eq!(store.delete_expired_upload("live", at(4_999)).await, Ok(false), "{}", b.name);
+    // Expired: not extended, swept once, with its parts.
+    assert_eq!(store.extend_upload("old", now, at(5_000)).await, Ok(false), "{}", b.name);
+    assert_eq!(store.delete_expired_upload("old", now).await, Ok(true), "{}", b.name);
+    assert_eq!(store.delete_expired_upload("old", now).await, Ok(false), "{}: only one sweeper", b.name);
+    assert_eq!(store.get_upload("old").await.unwrap(), None);
+    assert!(store.list_parts("old").await.unwrap().is_empty(), "{}", b.name);
+    assert_eq!(store.extend_upload("missing", now, at(5_000)).await, Ok(false), "{}", b.name);
+}
+
 async fn upload_sessions_have_a_lifecycle(store: &dyn MediaStore, b: &Backend) {
     let live = session("up-live", 3_600_000);
     store.create_upload(&live).await.unwrap();
@@ -646,6 +694,7 @@ contract!(
     get_json_is_the_document_of_get,
     duplicate_id_is_a_conflict,
     update_replaces_the_whole_record,
+    replace_if_unchanged_is_a_compare_and_set,
     list_filters_each_field,
     q_is_a_literal_case_insensitive_substring,
     visibility_limits_what_a_caller_sees,
@@ -654,6 +703,7 @@ contract!(
     a_malformed_cursor_is_rejected,
     idempotency_keys_are_first_writer_wins,
     upload_sessions_have_a_lifecycle,
+    extending_and_sweeping_uploads_exclude_each_other,
     health_check_answers,
 );
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
-use crate::{free_port, server_bin, wait_for_port};
+use crate::{START_ATTEMPTS, free_port, server_bin, wait_for_own_port};
 
 /// A MongoDB endpoint plus a database name no other test uses.
 ///
@@ -25,32 +25,44 @@ pub struct MongoServer {
 
 impl MongoServer {
     /// Starts nx-27017, or uses `MONGODB_URI` (see the type docs). Panics if nx-27017 does not
-    /// start within 15 s.
+    /// start within 15 s (tries up to [`START_ATTEMPTS`] ports).
     pub fn start() -> Self {
         let database = unique_database_name();
         if let Some(uri) = std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty()) {
             return Self { uri, database, child: None, _dir: None };
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = Command::new(server_bin("NX_27017_BIN", "nx-27017"))
-            .args(["--host", "127.0.0.1", "-p", &port.to_string()])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--log-file")
-            .arg(dir.path().join("nx.log"))
-            .arg("--pid-file")
-            .arg(dir.path().join("nx.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nx-27017");
-        // Built before waiting so a start timeout (a panic) still kills the child on drop.
-        let server =
-            Self { uri: format!("mongodb://127.0.0.1:{port}/"), database, child: Some(child), _dir: Some(dir) };
-        wait_for_port(port, Duration::from_secs(15), "nx-27017");
-        server
+        // A port from free_port may be taken before nx-27017 binds it (then it exits) or be
+        // another test's server: retry with a fresh port until ours is the one listening.
+        for attempt in 1..=START_ATTEMPTS {
+            let port = free_port();
+            let mut child = Command::new(server_bin("NX_27017_BIN", "nx-27017"))
+                .args(["--host", "127.0.0.1", "-p", &port.to_string()])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .arg("--log-file")
+                .arg(dir.path().join("nx.log"))
+                .arg("--pid-file")
+                .arg(dir.path().join("nx.pid"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn nx-27017");
+            match wait_for_own_port(&mut child, port, Duration::from_secs(15)) {
+                Ok(()) => {
+                    let uri = format!("mongodb://127.0.0.1:{port}/");
+                    return Self { uri, database, child: Some(child), _dir: Some(dir) };
+                }
+                Err(why) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(dir.path().join("nx.log")).unwrap_or_default();
+                    assert!(attempt < START_ATTEMPTS, "nx-27017 did not start on 127.0.0.1:{port} ({why:?}):\n{log}");
+                }
+            }
+        }
+        unreachable!("the last attempt panics")
     }
 
     /// A `mongodb://` connection string for the server.

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::free_port;
+use crate::{START_ATTEMPTS, free_port, wait_for_own_port};
 
 /// How long nginx may take to listen (milliseconds when idle).
 const START_LIMIT: Duration = Duration::from_secs(10);
@@ -45,9 +45,30 @@ impl Nginx {
     /// Starts nginx (`$NGINX_BIN`, else `nginx` on `PATH`, else `/usr/sbin/nginx`) on a free port,
     /// with its temp dir (root, body temp, logs) created inside `parent`: choose the disk there.
     ///
-    /// Panics if nginx is missing, exits during start-up (with its error log), or does not listen
-    /// within 10 s.
+    /// Panics if nginx is missing, or does not listen within 10 s on any of [`START_ATTEMPTS`]
+    /// ports (with its error log).
     pub fn start_in(parent: &Path) -> Self {
+        // A port from free_port may be taken before nginx binds it (nginx then exits): retry with
+        // a fresh port and directory until nginx itself listens on its port.
+        for attempt in 1..=START_ATTEMPTS {
+            let mut nginx = Self::spawn_in(parent);
+            match wait_for_own_port(&mut nginx.child, nginx.port, START_LIMIT) {
+                Ok(()) => return nginx,
+                Err(why) => {
+                    assert!(
+                        attempt < START_ATTEMPTS,
+                        "nginx did not listen on {} ({why:?}):\n{}",
+                        nginx.port,
+                        nginx.error_log()
+                    );
+                }
+            }
+        }
+        unreachable!("the last attempt panics")
+    }
+
+    /// Writes the config and spawns nginx on a port from [`free_port`], without waiting.
+    fn spawn_in(parent: &Path) -> Self {
         let dir = tempfile::Builder::new().prefix("nginx-").tempdir_in(parent).expect("nginx temp dir");
         let root = dir.path().join("root");
         for sub in ["root", "body", "proxy", "fastcgi", "uwsgi", "scgi"] {
@@ -104,9 +125,7 @@ http {{
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nginx (run scripts/setup, or set NGINX_BIN)");
-        let mut nginx = Self { child, port, dir };
-        nginx.wait_until_listening();
-        nginx
+        Self { child, port, dir }
     }
 
     /// `http://127.0.0.1:<port>/<path>` (`path` without a leading `/`).
@@ -127,20 +146,6 @@ http {{
     /// The temp dir: `nginx.conf`, `error.log`, `access.log`, `root/`, `body/`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    fn wait_until_listening(&mut self) {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        let start = Instant::now();
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("nginx exited ({status}) during start-up:\n{}", self.error_log());
-            }
-            if start.elapsed() > START_LIMIT {
-                panic!("nginx did not listen on {} within {START_LIMIT:?}:\n{}", self.port, self.error_log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     fn error_log(&self) -> String {

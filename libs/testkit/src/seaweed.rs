@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::server_bin;
+use crate::{START_ATTEMPTS, port_owned_by, server_bin};
 
 /// How long `weed server` may take until its S3 gateway answers (about 1-4 s when idle).
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -52,8 +52,23 @@ pub struct SeaweedS3 {
 impl SeaweedS3 {
     /// Starts `weed server` (from `$WEED_BIN` or `.venv/bin/weed`) and waits until S3 answers.
     ///
-    /// Panics if it does not within 60 s, or exits, with the end of its log.
+    /// Panics, with the end of its log, if it exits or is not ready within 60 s on each of
+    /// [`START_ATTEMPTS`] sets of ports.
     pub fn start() -> Self {
+        // Ports from free_port may be taken before weed binds them (weed then exits), or be
+        // another test's: retry with fresh ports and a fresh directory until our weed serves S3.
+        for attempt in 1..=START_ATTEMPTS {
+            let mut server = Self::spawn();
+            match server.wait_until_ready() {
+                Ok(()) => return server,
+                Err(why) => assert!(attempt < START_ATTEMPTS, "{why}"),
+            }
+        }
+        unreachable!("the last attempt panics")
+    }
+
+    /// Spawns `weed server` on fresh ports in a fresh temp dir, without waiting.
+    fn spawn() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let logs = dir.path().join("logs");
@@ -95,9 +110,7 @@ impl SeaweedS3 {
             .spawn()
             .expect("spawn weed server");
         let stdin = child.stdin.take();
-        let mut server = Self { child, stdin, s3_port: s3, dir };
-        server.wait_until_ready();
-        server
+        Self { child, stdin, s3_port: s3, dir }
     }
 
     /// The S3 endpoint, `http://127.0.0.1:<port>`.
@@ -110,19 +123,21 @@ impl SeaweedS3 {
         self.dir.path()
     }
 
-    /// Waits until the S3 port answers an HTTP request (ListBuckets): the port opens a while
-    /// before the gateway can serve.
-    fn wait_until_ready(&mut self) {
+    /// Waits until the S3 port answers an HTTP request (ListBuckets) and belongs to our weed:
+    /// the port opens a while before the gateway can serve.
+    ///
+    /// Errors (with the end of weed's log): weed exited, or was not ready within 60 s.
+    fn wait_until_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            if http_answers(self.s3_port) {
-                return;
+            if http_answers(self.s3_port) && port_owned_by(self.s3_port, self.child.id()) {
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("weed server exited ({status}) during start-up:\n{}", self.log_tail());
+                return Err(format!("weed server exited ({status}) during start-up:\n{}", self.log_tail()));
             }
             if start.elapsed() > START_LIMIT {
-                panic!("weed S3 not ready within {START_LIMIT:?}:\n{}", self.log_tail());
+                return Err(format!("weed S3 not ready within {START_LIMIT:?}:\n{}", self.log_tail()));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

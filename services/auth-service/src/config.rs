@@ -2,6 +2,7 @@
 //! → environment `MEDIABUS__SECTION__KEY` (`__` separates levels), as in the media service.
 
 use mediabus_auth::{KeyConfig, SigningKeyConfig};
+use mediabus_config::{DevSecretError, Env, ExposeSecret, SecretString, refuse_dev_secret};
 pub use mediabus_rpc::ServiceSettings;
 use mediabus_store::StoreConfig;
 use serde::Deserialize;
@@ -9,10 +10,17 @@ use serde::Deserialize;
 /// Everything the auth service reads at start-up. See `defaults.toml` for each key's meaning.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
+    /// `MEDIABUS__ENV`: `production` (default) refuses development secrets, `dev` accepts them.
+    #[serde(default)]
+    pub env: Env,
     pub nats: NatsSettings,
     pub service: ServiceSettings,
     pub store: StoreConfig,
     pub auth: AuthSettings,
+    /// `[telemetry]`: log format and OTLP endpoint (DESIGN §12).
+    pub telemetry: mediabus_telemetry::TelemetrySettings,
+    /// `[metrics]`: the Prometheus listener; off unless `listen` is set.
+    pub metrics: mediabus_telemetry::MetricsSettings,
 }
 
 /// `[nats]`: URL, this service's user and password (see `defaults.toml`).
@@ -33,14 +41,23 @@ pub struct AuthSettings {
     pub bcrypt_cost: u32,
     /// Shortest password, in characters.
     pub password_min_chars: usize,
-    /// Failed logins per account within the window before 429; 0 = no throttling.
+    /// Login attempts per account from one source within the window before that source gets
+    /// 429; past as many from all sources, attempts are delayed (see `crate::throttle`). 0 = no
+    /// throttling.
     pub max_failed_logins: u32,
     /// Seconds.
     pub failed_login_window_secs: u64,
+    /// Longest delay before a login for an account under attack, milliseconds.
+    pub login_delay_max_ms: u64,
+    /// Registrations per source within `registration_window_secs` before 429; 0 = unlimited.
+    pub max_registrations: u32,
+    /// Seconds.
+    pub registration_window_secs: u64,
     /// Email of the first admin; empty = none.
     pub admin_email: String,
-    /// Creates the first admin's account when it does not exist; empty = only promote.
-    pub admin_password: String,
+    /// Creates the first admin's account when it does not exist; also the proof that an existing
+    /// account of that email is the admin's (see `crate::bootstrap`). Never printed.
+    pub admin_password: SecretString,
     /// Name of the first admin's account when it is created.
     pub admin_name: String,
     /// Seconds between purges of expired refresh tokens and login counters.
@@ -71,6 +88,9 @@ impl std::fmt::Debug for AuthSettings {
             .field("password_min_chars", &self.password_min_chars)
             .field("max_failed_logins", &self.max_failed_logins)
             .field("failed_login_window_secs", &self.failed_login_window_secs)
+            .field("login_delay_max_ms", &self.login_delay_max_ms)
+            .field("max_registrations", &self.max_registrations)
+            .field("registration_window_secs", &self.registration_window_secs)
             .field("admin_email", &self.admin_email)
             .field("signing_key", &self.signing_key)
             .field("kids", &kids)
@@ -105,6 +125,7 @@ impl AuthSettings {
             ("access_ttl_secs", self.access_ttl_secs),
             ("refresh_ttl_secs", self.refresh_ttl_secs),
             ("failed_login_window_secs", self.failed_login_window_secs),
+            ("registration_window_secs", self.registration_window_secs),
             ("sweep_interval_secs", self.sweep_interval_secs),
             ("service_token_ttl_secs", self.service_token_ttl_secs),
         ] {
@@ -132,9 +153,28 @@ impl Settings {
         mediabus_config::load("auth-service", include_str!("../defaults.toml"))
     }
 
-    /// The built-in defaults alone (no file, no environment): the base tests start from.
+    /// The built-in defaults alone (no file, no environment): the base tests start from, with
+    /// `env = dev` (their signing key is the development one).
     pub fn defaults() -> Self {
         mediabus_config::defaults(include_str!("../defaults.toml"))
+    }
+
+    /// Refuses the development secrets (`defaults.toml`'s HS256 `dev` signing key, the
+    /// `*-dev-only` NATS password) unless `env` is `dev` (DESIGN §12).
+    ///
+    /// Errors: the first such key, named with the variable to set.
+    pub fn refuse_dev_secrets(&self) -> Result<(), DevSecretError> {
+        let signing = self.auth.signing_key.secret.as_ref().map_or("", ExposeSecret::expose_secret);
+        refuse_dev_secret(self.env, "auth.signing_key.secret", signing)?;
+        let pem = self.auth.signing_key.private_key_pem.as_ref().map_or("", ExposeSecret::expose_secret);
+        refuse_dev_secret(self.env, "auth.signing_key.private_key_pem", pem)?;
+        refuse_dev_secret(self.env, "nats.password", self.nats.password.expose_secret())?;
+        refuse_dev_secret(self.env, "auth.admin_password", self.auth.admin_password.expose_secret())?;
+        for key in &self.auth.keys {
+            let name = format!("auth.keys (kid {:?}) secret", key.kid);
+            refuse_dev_secret(self.env, &name, key.secret.as_ref().map_or("", ExposeSecret::expose_secret))?;
+        }
+        Ok(())
     }
 }
 
@@ -149,6 +189,7 @@ mod tests {
         assert_eq!(settings.auth.bcrypt_cost, 12);
         assert_eq!(settings.auth.access_ttl_secs, 900);
         assert_eq!(settings.auth.max_failed_logins, 5);
+        assert_eq!(settings.env, Env::Dev, "the built-in defaults are a development configuration");
         assert!(settings.auth.keys.is_empty());
         settings.auth.validate().unwrap();
         // Debug output never shows the signing secret.
@@ -164,5 +205,18 @@ mod tests {
         auth.bcrypt_cost = 10;
         auth.access_ttl_secs = 0;
         assert!(auth.validate().unwrap_err().contains("access_ttl_secs"));
+    }
+
+    #[test]
+    fn production_refuses_the_development_signing_key_by_name() {
+        let mut settings = Settings::defaults();
+        settings.refuse_dev_secrets().unwrap();
+        settings.env = Env::Production;
+        let err = settings.refuse_dev_secrets().unwrap_err().to_string();
+        assert!(err.contains("MEDIABUS__AUTH__SIGNING_KEY__SECRET"), "{err}");
+        settings.auth.signing_key = SigningKeyConfig::hs256("prod", "a-production-secret-0123456789abcdef");
+        settings.refuse_dev_secrets().unwrap();
+        settings.nats.password = "auth-dev-only".to_owned().into();
+        assert!(settings.refuse_dev_secrets().unwrap_err().to_string().contains("MEDIABUS__NATS__PASSWORD"));
     }
 }

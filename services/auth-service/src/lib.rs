@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod handlers;
 pub mod passwords;
+pub mod throttle;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -31,16 +32,8 @@ use crate::handlers::{account, service, session};
 use crate::passwords::Passwords;
 use crate::tokens::Tokens;
 
-/// Subject names (NestJS message patterns) served by the auth service.
-pub mod subjects {
-    pub const REGISTER: &str = "auth.register";
-    pub const LOGIN: &str = "auth.login";
-    pub const REFRESH: &str = "auth.refresh";
-    pub const LOGOUT: &str = "auth.logout";
-    pub const ME: &str = "auth.me";
-    /// Extension: a backend service's secret → a `service` token.
-    pub const SERVICE_TOKEN: &str = "auth.serviceToken";
-}
+/// Subject names (NestJS message patterns) served by the auth service (from the contracts).
+pub use mediabus_contracts::auth::subjects;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
@@ -77,6 +70,9 @@ pub fn router() -> Router<AppState> {
 pub enum StartError {
     #[error("configuration: {0}")]
     Config(String),
+    /// A development secret outside `MEDIABUS__ENV=dev` (the message names the key).
+    #[error(transparent)]
+    DevSecret(#[from] mediabus_config::DevSecretError),
     #[error("document store: {0}")]
     Store(#[from] mediabus_store::StoreError),
     #[error("auth keys: {0}")]
@@ -89,14 +85,13 @@ pub enum StartError {
     Serve(#[from] mediabus_rpc::ServeError),
 }
 
-/// Checks the settings and keys, opens the store, sets up the first admin, starts the sweeper of
-/// expired tokens and serves the subjects on `nats`.
+/// Checks the settings and keys (development secrets only with `env = dev`), opens the store,
+/// sets up the first admin, starts the sweeper of expired tokens and serves the subjects on
+/// `nats`.
 pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Running, StartError> {
+    settings.refuse_dev_secrets()?;
     settings.auth.validate().map_err(StartError::Config)?;
     let tokens = Tokens::new(&settings.auth)?;
-    if settings.auth.signing_key.secret.as_deref() == Some("dev-only-secret-change-me-0123456789abcdef") {
-        tracing::warn!("auth.signing_key is the development secret: replace it before production");
-    }
     if settings.auth.bcrypt_cost < 10 {
         tracing::warn!(cost = settings.auth.bcrypt_cost, "auth.bcrypt_cost below 10 is for tests only");
     }

@@ -15,14 +15,23 @@ use auth_service::Settings;
 // CPU-heavy part) runs on tokio's blocking pool, one hash per core. Scale with more processes.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    mediabus_telemetry::init();
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(e) => {
+            mediabus_telemetry::init();
             tracing::error!(error = %e, "invalid configuration");
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = mediabus_telemetry::setup("auth-service", &settings.telemetry, &settings.metrics).await {
+        tracing::error!(error = %e, "cannot start telemetry");
+        return ExitCode::FAILURE;
+    }
+    // Before connecting anywhere: a production start with a development secret stops here.
+    if let Err(e) = settings.refuse_dev_secrets() {
+        tracing::error!(error = %e, "refusing to start");
+        return ExitCode::FAILURE;
+    }
     let nats = settings.nats.clone();
     mediabus_rpc::run_worker("auth-service", &nats, |nats| auth_service::start(settings, nats)).await
 }

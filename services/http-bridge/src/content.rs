@@ -15,6 +15,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -34,21 +35,34 @@ use crate::{AppState, error_response, nats_headers};
 const CACHE_PUBLIC: &str = "public, max-age=300";
 /// `Cache-Control` of private media: only the browser, and only after revalidating (cheap: 304).
 const CACHE_PRIVATE: &str = "private, no-cache";
+/// `Content-Security-Policy` of every content, variant and HLS response: a stored file opened
+/// in the browser runs as an opaque origin, without scripts, forms or plugins of this origin,
+/// even if it manages to be rendered as a document (CSP Level 3 §6.3.2, `sandbox`).
+pub(crate) const SANDBOX: &str = "sandbox";
 
 /// The query string of the content route.
 #[derive(Debug, Deserialize)]
 pub struct ContentQuery {
     /// A content token from `media.content` (`GET /api/media/{id}/content-url`).
     token: Option<String>,
+    /// A generated rendition instead of the original: `thumb` or `preview` ([`crate::variants`]).
+    variant: Option<String>,
 }
 
 /// The handler of `GET /api/media/{id}/content` (and `HEAD`).
 pub async fn content(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<ContentQuery>,
+    query: Result<Query<ContentQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    // A repeated or undecodable parameter: 400 in the contract's shape, not axum's plain text.
+    let Ok(Query(query)) = query else {
+        return error_response(RpcError::invalid_payload("invalid query string: token and variant at most once each"));
+    };
+    if let Some(variant) = query.variant {
+        return crate::variants::variant(&state, &id, &variant, query.token, &headers).await;
+    }
     match grant(&state, &id, query.token, &headers).await {
         Ok(grant) => serve(&state, &grant, &headers).await.unwrap_or_else(error_response),
         Err(err) => error_response(err),
@@ -56,7 +70,7 @@ pub async fn content(
 }
 
 /// The verified grant: from `?token=`, or asked of the media service for the caller.
-async fn grant(
+pub(crate) async fn grant(
     state: &AppState,
     id: &str,
     token: Option<String>,
@@ -71,17 +85,23 @@ async fn grant(
             ticket.token
         }
     };
-    state.content_signer.verify(&token, id).map_err(|e| {
+    let grant = state.content_signer.verify(&token, id).map_err(|e| {
         let message = match e {
             AuthError::Expired => "the content URL has expired",
             _ => "the content token is not valid for this media",
         };
         RpcError::new(401, "UNAUTHENTICATED", message)
-    })
+    })?;
+    // Removed, or made private, since the grant was issued: as if the media were gone.
+    if !state.revocations.allows(&grant) {
+        return Err(RpcError::new(404, "NOT_FOUND", "media not found"));
+    }
+    Ok(grant)
 }
 
 /// The response for `grant`: 304, 206, 416 or 200 with the bytes streaming from the file store.
-async fn serve(state: &AppState, grant: &ContentGrant, request: &HeaderMap) -> Result<Response, RpcError> {
+/// Also serves variants and HLS files, described by a grant built for them ([`crate::variants`]).
+pub(crate) async fn serve(state: &AppState, grant: &ContentGrant, request: &HeaderMap) -> Result<Response, RpcError> {
     let etag: ETag = format!("\"{}\"", grant.sha256)
         .parse()
         .map_err(|_| RpcError::new(500, "INTERNAL", "stored checksum is not a valid entity tag"))?;
@@ -89,6 +109,8 @@ async fn serve(state: &AppState, grant: &ContentGrant, request: &HeaderMap) -> R
     let mut response = Response::builder()
         .header(header::CACHE_CONTROL, if grant.public { CACHE_PUBLIC } else { CACHE_PRIVATE })
         .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, SANDBOX)
         .body(Body::empty())
         .expect("static headers are valid");
     let out = response.headers_mut();
@@ -131,10 +153,10 @@ async fn serve(state: &AppState, grant: &ContentGrant, request: &HeaderMap) -> R
             RpcError::unavailable("the file store is unavailable, retry later")
         }
     })?;
+    state.analytics.record(&grant.sub, &grant.key, range.map_or(0, |(start, _)| start));
     let out = response.headers_mut();
     out.insert(header::CONTENT_TYPE, header_value(grant.mime.clone()));
-    out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    out.insert(header::CONTENT_DISPOSITION, header_value(content_disposition(&grant.name)));
+    out.insert(header::CONTENT_DISPOSITION, header_value(content_disposition(&grant.name, inline(&grant.mime))));
     let length = match range {
         Some((start, end)) => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -223,12 +245,29 @@ const ATTR_CHAR_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'|')
     .remove(b'~');
 
-/// `inline; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded>` (RFC 6266 §4.3):
-/// old clients read the quoted ASCII name, current ones the exact UTF-8 name.
-fn content_disposition(name: &str) -> String {
+/// `inline` (or `attachment`); filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded>`
+/// (RFC 6266 §4.3): old clients read the quoted ASCII name, current ones the exact UTF-8 name.
+fn content_disposition(name: &str, inline: bool) -> String {
     let fallback: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
-    format!("inline; filename=\"{fallback}\"; filename*=UTF-8''{}", utf8_percent_encode(name, ATTR_CHAR_ENCODE))
+    let kind = if inline { "inline" } else { "attachment" };
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{}", utf8_percent_encode(name, ATTR_CHAR_ENCODE))
+}
+
+/// Whether a type is displayed in the browser (`inline`) rather than downloaded (`attachment`):
+/// images, audio, video and PDF only. SVG is an image that runs scripts, so it is downloaded,
+/// as is everything else (HTML, XML, unknown types), whatever the grant says.
+pub(crate) fn inline(mime: &str) -> bool {
+    let essence = mime.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    match kind {
+        "image" => !subtype.starts_with("svg"),
+        "audio" | "video" => true,
+        "application" => subtype == "pdf",
+        _ => false,
+    }
 }
 
 /// A header value from text we built from validated parts; control characters become `_` so a
@@ -259,9 +298,23 @@ mod tests {
     #[test]
     fn dispositions_carry_an_ascii_fallback_and_the_exact_name() {
         assert_eq!(
-            content_disposition("résumé \"v2\".pdf"),
+            content_disposition("résumé \"v2\".pdf", true),
             "inline; filename=\"r_sum_ _v2_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22v2%22.pdf"
         );
-        assert_eq!(content_disposition("a.png"), "inline; filename=\"a.png\"; filename*=UTF-8''a.png");
+        assert_eq!(content_disposition("a.png", true), "inline; filename=\"a.png\"; filename*=UTF-8''a.png");
+        assert_eq!(content_disposition("a.html", false), "attachment; filename=\"a.html\"; filename*=UTF-8''a.html");
+    }
+
+    #[test]
+    fn only_passive_types_are_shown_inline() {
+        for shown in ["image/png", "image/webp", "video/mp4", "video/iso.segment", "audio/mpeg", "application/pdf"] {
+            assert!(inline(shown), "{shown}");
+        }
+        assert!(inline("Image/PNG; charset=x"));
+        for downloaded in
+            ["text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/javascript", "", "x"]
+        {
+            assert!(!inline(downloaded), "{downloaded}");
+        }
     }
 }

@@ -439,7 +439,7 @@ pub fn file_routes(paths: &mut Paths, schemas: &mut Schemas) {
         .response("206", partial)
         .response("304", not_modified)
         .response("416", unsatisfiable);
-    for status in [401, 404, 503] {
+    for status in [400, 401, 404, 503] {
         responses = responses.response(status.to_string(), error_response(status));
     }
     let token = ParameterBuilder::new()
@@ -452,9 +452,20 @@ pub fn file_routes(paths: &mut Paths, schemas: &mut Schemas) {
         ))
         .schema(Some(string_schema()))
         .build();
+    let variant = ParameterBuilder::new()
+        .name("variant")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(
+            "A generated rendition instead of the original: `thumb` (WebP, fits 256×256) or `preview` (JPEG, \
+             fits 1280×1280). 404 while it does not exist (yet); any other name is 400.",
+        ))
+        .schema(Some(string_schema().enum_values(Some(["thumb", "preview"]))))
+        .build();
     let mut parameters = path_params("/api/media/{id}/content");
     parameters.extend([
         token,
+        variant,
         header_param("Range", "One byte range: `bytes=start-end`, `bytes=start-` or `bytes=-suffix`."),
         header_param("If-None-Match", "ETag(s) of a cached copy: 304 when one matches."),
         header_param("If-Modified-Since", "HTTP date of a cached copy: 304 when not modified since."),
@@ -472,6 +483,299 @@ pub fn file_routes(paths: &mut Paths, schemas: &mut Schemas) {
         .responses(responses.build())
         .build();
     paths.add_path_operation("/api/media/{id}/content", vec![HttpMethod::Get], content);
+    hls_and_events_routes(paths);
+    tus_routes(paths);
+}
+
+/// `/api/uploads` and `/api/uploads/{id}`: the tus 1.0.0 endpoint (`tus/mod.rs`). Keep this in step
+/// with it.
+fn tus_routes(paths: &mut Paths) {
+    let required_header = |name: &str, description: &str, schema: ObjectBuilder| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Header)
+            .required(Required::True)
+            .description(Some(description))
+            .schema(Some(schema))
+            .build()
+    };
+    let version = || {
+        required_header(
+            "Tus-Resumable",
+            "The tus version the client speaks: `1.0.0` (anything else is 412).",
+            string_schema().enum_values(Some(["1.0.0"])),
+        )
+    };
+    let digits = || string_schema().pattern(Some("^[0-9]{1,19}$"));
+    let checksum = || {
+        header_param(
+            "Upload-Checksum",
+            "`sha1 <base64>` or `sha256 <base64>` of this request's body; 460 (nothing kept) on a mismatch.",
+        )
+    };
+    let id_param = || {
+        ParameterBuilder::new()
+            .name("id")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("Upload id: the last segment of the `Location` of its creation."))
+            .schema(Some(string_schema().min_length(Some(1))))
+            .build()
+    };
+    let tus_header = || response_header("`1.0.0`.");
+    let state_headers = |response: ResponseBuilder| {
+        response
+            .header("Tus-Resumable", tus_header())
+            .header("Upload-Offset", response_header("Bytes received so far."))
+            .header("Upload-Expires", response_header("HTTP date after which an unfinished upload is gone."))
+            .header("Media-Id", response_header("Once complete: the id of the media created."))
+            .header("Media-Url", response_header("Once complete: `/api/media/{id}`."))
+    };
+    let errors = |responses: ResponsesBuilder, statuses: &[u16]| {
+        statuses.iter().fold(responses, |responses, status| {
+            let description = match status {
+                404 => "No such upload, or not the caller's",
+                408 => "The body stalled (what arrived is kept unless checksummed)",
+                409 => "`Upload-Offset` is not the upload's offset",
+                410 => "The upload expired",
+                412 => "`Tus-Resumable` missing or not `1.0.0` (see `Tus-Version`)",
+                413 => {
+                    "`Upload-Length` over `Tus-Max-Size`, a body past `Upload-Length`, or a file over its type's cap"
+                }
+                415 => "Body not `application/offset+octet-stream`, or a file type that is not accepted",
+                460 => "`Upload-Checksum` does not match the body; nothing of the request was kept",
+                _ => error_description(*status),
+            };
+            let response = error_response(*status).description(description).header("Tus-Resumable", tus_header());
+            let response =
+                if *status == 412 { response.header("Tus-Version", response_header("`1.0.0`.")) } else { response };
+            responses.response(status.to_string(), response)
+        })
+    };
+    let bearer = || Some([SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+    let options = |operation_id: &str| {
+        let capabilities = ResponseBuilder::new()
+            .description("The server's capabilities")
+            .header("Tus-Resumable", tus_header())
+            .header("Tus-Version", response_header("`1.0.0`."))
+            .header(
+                "Tus-Extension",
+                response_header("`creation,creation-with-upload,termination,expiration,checksum`."),
+            )
+            .header("Tus-Max-Size", response_header("Largest `Upload-Length`, bytes (`upload.max_body_bytes`)."))
+            .header("Tus-Checksum-Algorithm", response_header("`sha1,sha256`."));
+        OperationBuilder::new()
+            .operation_id(Some(operation_id))
+            .tag("uploads")
+            .summary(Some("tus capabilities (no token needed)"))
+            .responses(ResponsesBuilder::new().response("204", capabilities).build())
+    };
+
+    let created = state_headers(ResponseBuilder::new().description("Created; `Location` is the upload's URL"))
+        .header("Location", response_header("`/api/uploads/{id}`."));
+    let create = OperationBuilder::new()
+        .operation_id(Some("tus_create"))
+        .tag("uploads")
+        .summary(Some("Start a resumable upload (tus 1.0 creation, creation-with-upload)"))
+        .description(Some(
+            "tus 1.0.0 (https://tus.io/protocols/resumable-upload) over `upload.create`. `Upload-Metadata` \
+             keys (values base64): `filename`, `entityType`, `entityId`, `isPublic` (`true`/`false`), \
+             `metadata` (a JSON object). A body (`application/offset+octet-stream`) is the upload's first \
+             bytes. The media service checks the declared size now and sniffs the type at completion. \
+             (The body is not modelled as a requestBody: OpenAPI tools have no serializer for its \
+             media type.)",
+        ))
+        .parameters(Some([
+            version(),
+            required_header("Upload-Length", "Total bytes of the file.", digits()),
+            header_param("Upload-Metadata", "Comma-separated `key base64(value)` pairs."),
+            checksum(),
+        ]))
+        .securities(bearer())
+        .responses(
+            errors(
+                ResponsesBuilder::new().response("201", created),
+                &[400, 401, 408, 412, 413, 415, 422, 460, 503, 504],
+            )
+            .build(),
+        )
+        .build();
+    paths.add_path_operation("/api/uploads", vec![HttpMethod::Post], create);
+    paths.add_path_operation("/api/uploads", vec![HttpMethod::Options], options("tus_options").build());
+
+    let offset = state_headers(ResponseBuilder::new().description("The upload's offset"))
+        .header("Upload-Length", response_header("Total bytes."))
+        .header("Upload-Metadata", response_header("As given at creation."))
+        .header("Cache-Control", response_header("`no-store`."));
+    let head = OperationBuilder::new()
+        .operation_id(Some("tus_head"))
+        .tag("uploads")
+        .summary(Some("Offset of a resumable upload (tus 1.0 HEAD)"))
+        .description(Some("Owner only. A finished upload also names its media (`Media-Id`, `Media-Url`)."))
+        .parameters(Some([id_param(), version()]))
+        .securities(bearer())
+        .responses(
+            errors(ResponsesBuilder::new().response("200", offset), &[401, 404, 410, 412, 413, 415, 422, 503, 504])
+                .build(),
+        )
+        .build();
+    paths.add_path_operation("/api/uploads/{id}", vec![HttpMethod::Head], head);
+
+    let patched = state_headers(ResponseBuilder::new().description("Accepted; `Upload-Offset` is the new offset"));
+    let patch = OperationBuilder::new()
+        .operation_id(Some("tus_patch"))
+        .tag("uploads")
+        .summary(Some("Append bytes to a resumable upload (tus 1.0 PATCH)"))
+        .description(Some(
+            "Owner only. The bytes at `Upload-Offset`, sent on as `upload.part`s; the request that reaches \
+             `Upload-Length` completes the upload (`upload.complete`) and names the media. Body: the bytes, \
+             `Content-Type: application/offset+octet-stream` (not modelled as a requestBody: OpenAPI tools \
+             have no serializer for that media type).",
+        ))
+        .parameters(Some([
+            id_param(),
+            version(),
+            required_header("Upload-Offset", "Where these bytes start: the upload's current offset.", digits()),
+            checksum(),
+        ]))
+        .securities(bearer())
+        .responses(
+            errors(
+                ResponsesBuilder::new().response("204", patched),
+                &[400, 401, 404, 408, 409, 410, 412, 413, 415, 422, 460, 503, 504],
+            )
+            .build(),
+        )
+        .build();
+    paths.add_path_operation("/api/uploads/{id}", vec![HttpMethod::Patch], patch);
+
+    let terminated =
+        ResponseBuilder::new().description("Terminated: its bytes are gone").header("Tus-Resumable", tus_header());
+    let delete = OperationBuilder::new()
+        .operation_id(Some("tus_terminate"))
+        .tag("uploads")
+        .summary(Some("Cancel a resumable upload (tus 1.0 termination)"))
+        .description(Some("Owner only. `upload.abort`: the received bytes are removed."))
+        .parameters(Some([id_param(), version()]))
+        .securities(bearer())
+        .responses(errors(ResponsesBuilder::new().response("204", terminated), &[401, 404, 410, 412, 503, 504]).build())
+        .build();
+    paths.add_path_operation("/api/uploads/{id}", vec![HttpMethod::Delete], delete);
+    let capabilities = options("tus_options_upload").parameters(Some([id_param()])).build();
+    paths.add_path_operation("/api/uploads/{id}", vec![HttpMethod::Options], capabilities);
+}
+
+/// `GET /api/media/{id}/hls/{path}` (`variants.rs`) and `GET /api/events` (`events.rs`). Keep
+/// this in step with them.
+fn hls_and_events_routes(paths: &mut Paths) {
+    let bytes = |types: &[&str], description: &str| {
+        let mut response = ResponseBuilder::new().description(description);
+        for media_type in types {
+            response = response.content(*media_type, ContentBuilder::new().schema(Some(binary_schema())).build());
+        }
+        response
+    };
+    let file_path = ParameterBuilder::new()
+        .name("path")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(
+            "A file of the media's HLS tree: `master.m3u8`, or `<height>p/index.m3u8`, `<height>p/init.mp4`, \
+             `<height>p/seg_<n>.m4s`. One or two segments of `[a-z0-9_.-]`, none starting with `.`; anything \
+             else is 400.",
+        ))
+        .schema(Some(
+            string_schema().pattern(Some(r"^([a-z0-9_-][a-z0-9_.-]*/)?[a-z0-9_-][a-z0-9_.-]*\.(m3u8|mp4|m4s)$")),
+        ))
+        .build();
+    let token = ParameterBuilder::new()
+        .name("token")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(
+            "A content token of the media (`GET /api/media/{id}/content-url`). Playlists fetched with it carry it \
+             in every relative URI, so a player needs nothing else.",
+        ))
+        .schema(Some(string_schema()))
+        .build();
+    let mut parameters = path_params("/api/media/{id}/hls/{path}");
+    parameters.retain(|p| p.name != "path");
+    parameters.extend([
+        file_path,
+        token,
+        header_param("Range", "Segments and init sections: one byte range."),
+        header_param("If-None-Match", "Segments and init sections: ETag(s) of a cached copy."),
+    ]);
+    let mut responses = ResponsesBuilder::new()
+        .response(
+            "200",
+            bytes(
+                &["application/vnd.apple.mpegurl", "video/mp4", "video/iso.segment"],
+                "A playlist (`.m3u8`), an fMP4 initialization section (`.mp4`) or media segment (`.m4s`)",
+            ),
+        )
+        .response("206", bytes(&["video/mp4", "video/iso.segment"], "The requested range of a segment or init section"))
+        .response("304", ResponseBuilder::new().description("Not modified (If-None-Match / If-Modified-Since)"))
+        .response("416", error_response(416).header("Content-Range", response_header("`bytes */size`.")));
+    for status in [400, 401, 404, 500, 503] {
+        responses = responses.response(status.to_string(), error_response(status));
+    }
+    let hls = OperationBuilder::new()
+        .operation_id(Some("hls"))
+        .tag("media")
+        .summary(Some("The HLS stream of a video (fMP4): master playlist, renditions, segments"))
+        .description(Some(
+            "Access as the media's content: bearer token or `token`. Start at `master.m3u8`; the variant `hls` of \
+             the media document points there.",
+        ))
+        .parameters(Some(parameters))
+        .securities(Some([SecurityRequirement::new(BEARER, Vec::<String>::new()), SecurityRequirement::default()]))
+        .responses(responses.build())
+        .build();
+    paths.add_path_operation("/api/media/{id}/hls/{path}", vec![HttpMethod::Get], hls);
+
+    let query = |name: &str, description: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(description))
+            .schema(Some(string_schema()))
+            .build()
+    };
+    let parameters = vec![
+        query("token", "The access token, for clients that cannot send Authorization (EventSource)."),
+        query("lastEventId", "Resume after this event id (a stream sequence number), as `Last-Event-ID` does."),
+        query("entityType", "With `entityId`: also the public media of this entity (e.g. `user` for avatars)."),
+        query("entityId", "With `entityType`: the entity whose public media to follow."),
+        header_param("Last-Event-ID", "The id of the last event received: the stream resumes right after it."),
+    ];
+    let stream = ObjectBuilder::new().schema_type(Type::String).description(Some(
+        "`text/event-stream`: `event: media.created|media.updated|media.removed|media.processed`, `id: <stream \
+         sequence>`, `data: <Media JSON>`; a comment line every 15 s keeps the connection open.",
+    ));
+    let mut responses = ResponsesBuilder::new().response(
+        "200",
+        ResponseBuilder::new()
+            .description("Server-Sent Events, until the client leaves or the access token expires")
+            .content("text/event-stream", ContentBuilder::new().schema(Some(stream)).build()),
+    );
+    for status in [400, 401, 503] {
+        responses = responses.response(status.to_string(), error_response(status));
+    }
+    let events = OperationBuilder::new()
+        .operation_id(Some("events"))
+        .tag("media")
+        .summary(Some("Live media events the caller may see (Server-Sent Events)"))
+        .description(Some(
+            "The caller's own media (admins: all) and, with `entityType` and `entityId`, the public media of that \
+             entity. Authorization: Bearer, or `token`.",
+        ))
+        .parameters(Some(parameters))
+        .securities(Some([SecurityRequirement::new(BEARER, Vec::<String>::new())]))
+        .responses(responses.build())
+        .build();
+    paths.add_path_operation("/api/events", vec![HttpMethod::Get], events);
 }
 
 /// `GET /healthz` and `GET /readyz`.
@@ -504,7 +808,6 @@ pub fn service_routes(paths: &mut Paths, schemas: &mut Schemas) {
 /// The schemathesis e2e test checks them against the real services' replies.
 #[allow(dead_code)] // never constructed: only their `ToSchema` is used
 pub mod schemas {
-    use mediabus_contracts::Timestamp;
     use serde_json::Value;
     use utoipa::ToSchema;
 
@@ -521,67 +824,6 @@ pub mod schemas {
         /// Optional structured detail (e.g. `retryAfterSecs` for 429).
         #[schema(required = false)]
         pub details: Option<Value>,
-    }
-
-    /// `auth.register` data.
-    #[derive(ToSchema)]
-    pub struct Register {
-        /// Display name: 1 to 100 characters (trimmed), no control characters.
-        #[schema(min_length = 1, max_length = 100)]
-        pub name: String,
-        /// `local@domain`; trimmed and lowercased; must be unused (409 `EMAIL_TAKEN`).
-        #[schema(format = Email, max_length = 254)]
-        pub email: String,
-        /// 8 characters (`auth.password_min_chars`) to 72 bytes (bcrypt's limit).
-        #[schema(min_length = 8, max_length = 72)]
-        pub password: String,
-    }
-
-    /// `auth.login` data. Wrong email and wrong password alike give 401 `INVALID_CREDENTIALS`;
-    /// too many failures 429 `TOO_MANY_ATTEMPTS`.
-    #[derive(ToSchema)]
-    pub struct Login {
-        #[schema(format = Email, max_length = 254)]
-        pub email: String,
-        pub password: String,
-    }
-
-    /// `auth.refresh` and `auth.logout` data.
-    #[derive(ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct Refresh {
-        /// The opaque refresh token of a session (single use: `auth.refresh` rotates it).
-        pub refresh_token: String,
-    }
-
-    /// An account as callers see it (never the password hash).
-    #[derive(ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct User {
-        pub id: String,
-        pub name: String,
-        /// Normalised (lowercase).
-        pub email: String,
-        /// `user`, `admin`.
-        pub roles: Vec<String>,
-        pub created_at: Timestamp,
-        pub updated_at: Timestamp,
-    }
-
-    /// Reply of `auth.register`, `auth.login` and `auth.refresh`.
-    #[derive(ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct Session {
-        /// JWT for `Authorization: Bearer`.
-        pub access_token: String,
-        /// Opaque; exchange it once with `auth.refresh`, or end the session with `auth.logout`.
-        pub refresh_token: String,
-        /// Seconds until `accessToken` expires.
-        pub expires_in: u64,
-        /// Always `Bearer`.
-        #[schema(pattern = "^Bearer$")]
-        pub token_type: String,
-        pub user: User,
     }
 
     /// An empty object (`auth.logout`).
@@ -774,5 +1016,14 @@ mod tests {
         }
         assert!(content["206"]["headers"]["Content-Range"].is_object());
         assert!(content["200"]["headers"]["ETag"].is_object());
+        let content = &doc["paths"]["/api/media/{id}/content"]["get"];
+        let variant = content["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "variant").unwrap();
+        assert_eq!(variant["schema"]["enum"], serde_json::json!(["thumb", "preview"]));
+        let hls = &doc["paths"]["/api/media/{id}/hls/{path}"]["get"]["responses"];
+        assert!(hls["200"]["content"]["application/vnd.apple.mpegurl"].is_object());
+        assert!(hls["206"].is_object() && hls["400"].is_object());
+        let events = &doc["paths"]["/api/events"]["get"]["responses"];
+        assert!(events["200"]["content"]["text/event-stream"].is_object());
+        assert!(events["401"].is_object());
     }
 }

@@ -8,12 +8,14 @@
 //! is generated from this table (`crate::openapi`), so a new route is documented in its own row.
 
 use axum::http::{Method, StatusCode};
+use mediabus_contracts::auth::{Login, Refresh, Register, Session, UserView};
+use mediabus_contracts::lifecycle::{MediaStats, Usage};
 use mediabus_contracts::requests::{ContentTicket, CreateMedia, ListQuery};
 use mediabus_contracts::{Media, Page};
 
 use crate::openapi::Access::{Bearer, Optional, Public};
 use crate::openapi::Input::{Json, Nothing, Params};
-use crate::openapi::schemas::{Empty, Login, MediaPatch, Refresh, Register, Session, User};
+use crate::openapi::schemas::{Empty, MediaPatch};
 use crate::openapi::{Access, Api, Input, SchemaFn, json, listing_for_user, query};
 
 /// Where a route's `data` comes from besides its path parameters.
@@ -77,9 +79,9 @@ const CREATED: StatusCode = StatusCode::CREATED;
 /// method, path, subject, data source, success status; then the OpenAPI [`doc`]: summary, access,
 /// input, reply, error statuses. Kept as a table by hand (rustfmt would spread each row over ten lines).
 #[rustfmt::skip]
-pub static ROUTES: [Route; 13] = [
+pub static ROUTES: [Route; 15] = [
     route(Method::POST, "/api/auth/register", "auth.register", Body, CREATED,
-        doc("Create an account (role user) and sign in", Public, Json(json::<Register>), json::<Session>, &[409])),
+        doc("Create an account (role user) and sign in", Public, Json(json::<Register>), json::<Session>, &[409, 429])),
     route(Method::POST, "/api/auth/login", "auth.login", Body, OK,
         doc("Sign in with email and password", Public, Json(json::<Login>), json::<Session>, &[401, 429])),
     route(Method::POST, "/api/auth/refresh", "auth.refresh", Body, OK,
@@ -87,7 +89,7 @@ pub static ROUTES: [Route; 13] = [
     route(Method::POST, "/api/auth/logout", "auth.logout", Body, OK,
         doc("End the session of a refresh token", Public, Json(json::<Refresh>), json::<Empty>, &[401])),
     route(Method::GET, "/api/auth/me", "auth.me", Path, OK,
-        doc("The caller's account", Bearer, Nothing, json::<User>, &[400, 404])),
+        doc("The caller's account", Bearer, Nothing, json::<UserView>, &[400, 404])),
     route(Method::POST, "/api/media", "media.create", Body, CREATED,
         doc("Register media that lives at a URL", Bearer, Json(json::<CreateMedia>), json::<Media>, &[409]).idempotent()),
     route(Method::GET, "/api/media", "media.findAll", Query, OK,
@@ -104,6 +106,10 @@ pub static ROUTES: [Route; 13] = [
         doc("Media linked to an entity", Optional, Params(listing_for_user), json::<Page>, &[])),
     route(Method::GET, "/api/media/{id}/content-url", "media.content", Path, OK,
         doc("A signed URL to the bytes, valid without Authorization until expiresAt", Optional, Nothing, json::<ContentTicket>, &[404])),
+    route(Method::GET, "/api/media/{id}/stats", "media.stats", Path, OK,
+        doc("Views and downloads of a media (owner or admin; counts arrive within seconds)", Bearer, Nothing, json::<MediaStats>, &[404])),
+    route(Method::GET, "/api/users/{userId}/usage", "media.usage", Path, OK,
+        doc("A user's stored bytes, media and open uploads, and its quotas (0: none); the user or an admin", Bearer, Nothing, json::<Usage>, &[403])),
 ];
 
 /// Query parameters that are not strings on the subject side. Everything else stays a string

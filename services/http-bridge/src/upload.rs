@@ -11,12 +11,19 @@
 //! - If the client goes away, the body stalls for `http.body_idle_timeout_ms`, or anything fails,
 //!   the chunked upload is aborted (`upload.abort`): no document and no parts are left.
 //!
-//! Replies: 201 with the Media; 400 malformed form, missing file or bad field; 408 stalled body;
-//! 413 body over `upload.max_body_bytes` (or the file over its type's cap); 415 not multipart (or a
-//! disallowed sniffed type); errors of the media subjects as they come.
+//! - Before any of the body is read, the Bearer token is verified locally (`[auth]`); the form is
+//!   bounded besides its total size: [`PART_HEADER_MAX_BYTES`] for a part's headers (multer alone
+//!   would buffer them without limit), [`MAX_PARTS`] parts, 64 KiB per text field,
+//!   [`FILE_NAME_MAX_BYTES`] for the file name.
+//!
+//! Replies: 201 with the Media; 400 malformed form, missing file, bad field, too many parts or too
+//! long a file name; 401 without a valid token; 408 stalled body; 413 body over
+//! `upload.max_body_bytes` (or the file over its type's cap, or part headers over their limit);
+//! 415 not multipart (or a disallowed sniffed type); errors of the media subjects as they come.
 
 use std::io;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::Body;
@@ -38,6 +45,13 @@ const FIELD_MAX_BYTES: u64 = 64 * 1024;
 /// Largest part the bridge buffers, bytes: a guard against a service announcing a huge part size
 /// (NATS messages are at most a few MiB anyway).
 const MAX_PART_BYTES: usize = 64 << 20;
+/// Most bytes between two parts' data: the boundary line and a part's headers (or the preamble
+/// before the first part). Beyond it: 413.
+const PART_HEADER_MAX_BYTES: u64 = 8 * 1024;
+/// Most parts in a form: one file and the text fields, some repeated.
+const MAX_PARTS: usize = 16;
+/// Longest file name of the file part, bytes.
+const FILE_NAME_MAX_BYTES: usize = 1024;
 /// The text fields the form may carry.
 const FIELDS: [&str; 5] = ["entityId", "entityType", "isPublic", "metadata", "userId"];
 
@@ -51,10 +65,9 @@ pub async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Bod
 
 /// Reads the form and drives the subjects; returns the created Media.
 async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, RpcError> {
-    // Uploads need a signed-in caller: say so before reading a possibly large body.
-    if !headers.contains_key(header::AUTHORIZATION) {
-        return Err(RpcError::new(401, "UNAUTHENTICATED", "uploads need an Authorization: Bearer token"));
-    }
+    // Uploads need a signed-in caller: checked here, locally, before a byte of the body is read
+    // (the media service checks the token again, with the access rules).
+    authenticate(state, headers)?;
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -65,19 +78,35 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Va
         |limit, name| limit.for_field(*name, FIELD_MAX_BYTES),
     );
     let constraints = multer::Constraints::new().size_limit(limits);
-    let mut form =
-        multer::Multipart::with_constraints(idle_limited(body, state.body_idle_timeout), boundary, constraints);
+    let gate = Arc::new(AtomicU64::new(DATA));
+    let mut form = multer::Multipart::with_constraints(gated(body, gate.clone()), boundary, constraints);
 
     let nats = nats_headers(headers);
     let mut fields = Map::new();
     let mut file: Option<Received> = None;
-    while let Some(mut field) = form.next_field().await.map_err(form_error)? {
+    let mut parts = 0usize;
+    loop {
+        // Between parts (boundary, part headers, or the preamble) at most PART_HEADER_MAX_BYTES.
+        gate.store(PART_HEADER_MAX_BYTES, Ordering::Relaxed);
+        let Some(mut field) = form.next_field().await.map_err(form_error)? else {
+            break;
+        };
+        gate.store(DATA, Ordering::Relaxed);
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(RpcError::invalid_payload(format!("the form has more than {MAX_PARTS} parts")));
+        }
         let name = field.name().unwrap_or_default().to_owned();
         if name == "file" {
             if file.is_some() {
                 return Err(RpcError::invalid_payload("send one `file` part per upload"));
             }
             let original_name = field.file_name().unwrap_or("upload").to_owned();
+            if original_name.len() > FILE_NAME_MAX_BYTES {
+                return Err(RpcError::invalid_payload(format!(
+                    "the file name is longer than {FILE_NAME_MAX_BYTES} bytes"
+                )));
+            }
             let claimed_type = field.content_type().map(ToString::to_string);
             let meta = FileMeta { original_name, claimed_type };
             file = Some(receive_file(state, &nats, &fields, meta, &mut field).await?);
@@ -149,6 +178,7 @@ async fn receive_file(
     let mut whole = BytesMut::new();
     let mut chunked: Option<Box<ChunkedUpload>> = None;
     while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+        metrics::counter!("mediabus_upload_bytes_total", "service" => "http-bridge").increment(chunk.len() as u64);
         match chunked.as_mut() {
             Some(upload) => upload.push(&chunk).await?,
             None => {
@@ -301,15 +331,69 @@ fn field_value(name: &str, text: String) -> Result<Value, RpcError> {
     }
 }
 
-/// The request body as a stream that fails with `TimedOut` when no bytes arrive for `idle`.
-fn idle_limited(body: Body, idle: Duration) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send {
-    futures_util::stream::unfold(Some(body.into_data_stream()), move |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(stream))),
-            Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), None)),
-            Ok(None) => None,
-            Err(_) => Some((Err(io::Error::new(io::ErrorKind::TimedOut, "request body stalled")), None)),
+/// The caller's `Authorization: Bearer` token, verified locally (signature, expiry, issuer,
+/// audience): 401 `UNAUTHENTICATED` without a valid one.
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<mediabus_auth::Identity, RpcError> {
+    let unauthenticated = |why: &str| RpcError::new(401, "UNAUTHENTICATED", why);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthenticated("uploads need an Authorization: Bearer token"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| unauthenticated("expected Authorization: Bearer <token>"))?;
+    state.verifier.verify(token).map_err(|e| match e {
+        mediabus_auth::AuthError::Expired => unauthenticated("the access token has expired"),
+        _ => unauthenticated("the access token is not valid"),
+    })
+}
+
+/// `gate` value while a part's data is read: no limit.
+const DATA: u64 = u64::MAX;
+/// Bytes handed to multer at a time while it looks for part headers, so the gate counts what
+/// multer buffers, not what the client happened to send in one packet.
+const HEADER_SLICE_BYTES: usize = 1024;
+
+/// Why multer's input stream failed: a part's headers (or the preamble, or the space between two
+/// parts) ran over [`PART_HEADER_MAX_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("a part's headers exceed {PART_HEADER_MAX_BYTES} bytes")]
+struct PartHeadersTooLarge;
+
+/// The request body as multer's input. While `gate` is not [`DATA`] (multer looks for the next
+/// part's headers), it hands over [`HEADER_SLICE_BYTES`] at a time and fails with
+/// [`PartHeadersTooLarge`] once more than `gate` bytes were needed: multer buffers part headers
+/// without limit and rescans them on every poll. A body pause past the idle timeout (tower-http's
+/// `TimeoutError`) becomes `TimedOut`.
+fn gated(body: Body, gate: Arc<AtomicU64>) -> impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send {
+    let start = Some((body.into_data_stream(), Bytes::new()));
+    futures_util::stream::unfold(start, move |state| {
+        let gate = gate.clone();
+        async move {
+            let (mut stream, mut leftover) = state?;
+            if leftover.is_empty() {
+                leftover = match stream.next().await? {
+                    Ok(bytes) => bytes,
+                    Err(e) if crate::body_timed_out(&e) => {
+                        return Some((Err(io::Error::new(io::ErrorKind::TimedOut, "request body stalled")), None));
+                    }
+                    Err(e) => return Some((Err(io::Error::other(e)), None)),
+                };
+            }
+            let budget = gate.load(Ordering::Relaxed);
+            if budget == DATA {
+                return Some((Ok(leftover), Some((stream, Bytes::new()))));
+            }
+            let slice = leftover.split_to(leftover.len().min(HEADER_SLICE_BYTES));
+            if slice.len() as u64 > budget {
+                return Some((Err(io::Error::new(io::ErrorKind::InvalidData, PartHeadersTooLarge)), None));
+            }
+            gate.store(budget - slice.len() as u64, Ordering::Relaxed);
+            Some((Ok(slice), Some((stream, leftover))))
         }
     })
 }
@@ -325,6 +409,14 @@ fn form_error(err: multer::Error) -> RpcError {
             if source.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::TimedOut) =>
         {
             RpcError::new(408, "REQUEST_TIMEOUT", "the request body stalled")
+        }
+        multer::Error::StreamReadFailed(source)
+            if source
+                .downcast_ref::<io::Error>()
+                .and_then(|e| e.get_ref())
+                .is_some_and(|inner| inner.is::<PartHeadersTooLarge>()) =>
+        {
+            RpcError::new(413, mediabus_rpc::codes::PAYLOAD_TOO_LARGE, PartHeadersTooLarge.to_string())
         }
         _ => RpcError::new(400, "MALFORMED_MULTIPART", format!("unreadable multipart/form-data: {err}")),
     }

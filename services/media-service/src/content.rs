@@ -73,8 +73,12 @@ impl ContentRules {
         Ok(())
     }
 
-    /// Errors: 400 when `metadata` serializes to more than `metadata_max_bytes`.
+    /// Errors: 400 when `metadata` is neither an object nor `null` (DESIGN §4), or serializes
+    /// to more than `metadata_max_bytes`.
     pub fn check_metadata(&self, metadata: Option<&serde_json::Value>) -> Result<()> {
+        if metadata.is_some_and(|m| !m.is_object() && !m.is_null()) {
+            return Err(MediaError::Invalid("metadata must be an object or null".into()));
+        }
         let len = metadata.map_or(0, |m| m.to_string().len());
         if len > self.settings.metadata_max_bytes {
             return Err(MediaError::Invalid(format!("metadata exceeds {} bytes", self.settings.metadata_max_bytes)));

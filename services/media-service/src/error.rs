@@ -25,6 +25,9 @@ pub enum MediaError {
     TooLarge { limit: u64 },
     #[error("upload not found or expired")]
     UploadNotFound,
+    /// A per-user quota (`[quota]`) would be exceeded; the message names it.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("{0}")]
     IncompleteUpload(String),
     #[error("a request with this idempotency key is still in progress")]
@@ -48,6 +51,7 @@ impl From<MediaError> for RpcError {
             MediaError::UnsupportedType(_) => (415, "UNSUPPORTED_MEDIA_TYPE"),
             MediaError::TooLarge { .. } => (413, "FILE_TOO_LARGE"),
             MediaError::UploadNotFound => (404, "UPLOAD_NOT_FOUND"),
+            MediaError::QuotaExceeded(_) => (413, "QUOTA_EXCEEDED"),
             MediaError::IncompleteUpload(_) => (400, "INCOMPLETE_UPLOAD"),
             MediaError::InProgress => (409, "IDEMPOTENCY_IN_PROGRESS"),
             MediaError::Store(StoreError::InvalidCursor) => (400, "INVALID_CURSOR"),

@@ -24,10 +24,11 @@ impl Events {
         Self { rpc: RpcClient::new(nats) }
     }
 
-    /// Creates the stream if it does not exist (every worker may race to; the server settles it).
+    /// Creates the stream with `replicas` replicas if it does not exist (every worker may race
+    /// to; the server settles it); see [`ensure_stream`].
     ///
-    /// Errors: JetStream disabled or refusing the configuration.
-    pub async fn ensure_stream(&self) -> Result<(), String> {
+    /// Errors: JetStream disabled or refusing the configuration (e.g. more replicas than nodes).
+    pub async fn ensure_stream(&self, replicas: usize) -> Result<(), String> {
         let js = jetstream::new(self.rpc.nats().clone());
         let config = stream::Config {
             name: STREAM.into(),
@@ -42,14 +43,76 @@ impl Events {
             max_age: MAX_AGE,
             ..Default::default()
         };
-        js.get_or_create_stream(config).await.map(|_| ()).map_err(|e| e.to_string())
+        ensure_stream(&js, config, replicas).await.map(drop)
     }
 
-    /// Emits `subject` with `media` as data. A failure is logged, not returned: the change it
-    /// reports is already stored.
+    /// Emits `subject` with `media` as data. Of `headers` (a request's forwarded headers) only
+    /// `traceparent` goes out: events are read by every backend and kept in the stream, so the
+    /// caller's `Authorization` must never travel with them (DESIGN §10). A failure is logged,
+    /// not returned: the change it reports is already stored.
     pub async fn emit(&self, subject: &str, media: &Media, headers: HeaderMap) {
-        if let Err(e) = self.rpc.emit(subject, media, headers).await {
+        if let Err(e) = self.rpc.emit(subject, media, event_headers(&headers)).await {
             tracing::warn!(%subject, id = %media.id, error = %e, "could not publish event");
         }
+    }
+}
+
+/// Gets the stream `config.name`, or creates it from `config` with `replicas` replicas
+/// (`num_replicas`, at least 1).
+///
+/// A stream that exists keeps its configuration: one with fewer replicas than asked for is
+/// logged as a warning, not updated, because the services' NATS users may create streams but not
+/// update them (nats/permissions.conf); an operator raises them (docker-compose.yml's one-shot
+/// `nats-streams`, or `nats stream edit --replicas`).
+///
+/// Errors: JetStream disabled or refusing the configuration (more replicas than nodes, say).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+    replicas: usize,
+) -> Result<stream::Stream, String> {
+    let config = stream::Config { num_replicas: replicas.max(1), ..config };
+    let (name, wanted) = (config.name.clone(), config.num_replicas);
+    let stream = js.get_or_create_stream(config).await.map_err(|e| e.to_string())?;
+    let has = stream.cached_info().config.num_replicas;
+    if has < wanted {
+        tracing::warn!(stream = %name, replicas = has, wanted, "stream has fewer replicas than configured");
+    }
+    Ok(stream)
+}
+
+/// The headers an event carries: `traceparent` (W3C trace context) of `request`, if any, and
+/// nothing else.
+pub fn event_headers(request: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let traceparent = request.get("traceparent").or_else(|| {
+        request
+            .iter()
+            .find(|(k, _)| AsRef::<str>::as_ref(k).eq_ignore_ascii_case("traceparent"))
+            .and_then(|(_, v)| v.first())
+    });
+    if let Some(value) = traceparent {
+        out.insert("traceparent", value.as_str());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_carry_only_the_trace_context() {
+        let mut request = HeaderMap::new();
+        request.insert("Authorization", "Bearer secret");
+        request.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        request.insert("Idempotency-Key", "k1");
+        let out = event_headers(&request);
+        assert_eq!(out.iter().count(), 1);
+        assert_eq!(
+            out.get("traceparent").map(|v| v.as_str()),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        assert!(event_headers(&HeaderMap::new()).iter().next().is_none());
     }
 }

@@ -2,7 +2,9 @@
 //! binary and the tests run the same app ([`start`]).
 //!
 //! Subject → handler (one hop): `media.*` → [`handlers::media`], `upload_file` and `upload.*` →
-//! [`handlers::upload`]. The table is [`router`].
+//! [`handlers::upload`]; the lifecycle (`user.deleted`, `entity.deleted`, `media.purge`,
+//! `media.stats`, `media.analytics`) → [`handlers::lifecycle`], with the retention and orphan
+//! [`sweeper`]. The table is [`router`].
 
 pub mod access;
 pub mod config;
@@ -10,11 +12,14 @@ pub mod content;
 pub mod error;
 pub mod events;
 pub mod handlers;
+pub mod jobs;
+pub mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mediabus_auth::Verifier;
+use mediabus_config::ExposeSecret;
 use mediabus_contracts::subjects;
 use mediabus_rpc::{Router, Running, Service};
 use mediabus_storage::BlobStore;
@@ -24,7 +29,7 @@ pub use config::Settings;
 
 use crate::content::ContentRules;
 use crate::events::Events;
-use crate::handlers::{media, upload};
+use crate::handlers::{lifecycle, media, upload, usage};
 
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
@@ -37,7 +42,11 @@ pub struct Inner {
     pub verifier: Verifier,
     pub rules: ContentRules,
     pub events: Events,
+    /// Processing jobs on JetStream (`MEDIA_JOBS`) and their conditional store writes.
+    pub jobs: jobs::Jobs,
     pub settings: config::MediaSettings,
+    /// Per-user quotas (`[quota]`, `handlers::usage`).
+    pub quota: config::QuotaSettings,
     /// Signs `media.content` tokens.
     pub content_signer: mediabus_auth::ContentSigner,
     pub content_ttl: Duration,
@@ -61,16 +70,29 @@ pub fn router() -> Router<AppState> {
         .request(subjects::MEDIA_UPDATE, media::update)
         .request(subjects::MEDIA_REMOVE, media::remove)
         .request(subjects::MEDIA_CONTENT, media::content)
+        .request(subjects::MEDIA_REPROCESS, jobs::reprocess)
         .request(subjects::UPLOAD_FILE, upload::upload_file)
         .request(subjects::UPLOAD_CREATE, upload::create)
-        .binary_request(subjects::UPLOAD_PART, upload::part)
+        // Raw parts carry `Upload-Id`; a chunk's bytes can look like JSON.
+        .binary_request_by_header(subjects::UPLOAD_PART, mediabus_contracts::requests::headers::UPLOAD_ID, upload::part)
         .request(subjects::UPLOAD_COMPLETE, upload::complete)
+        // Assembling (and on S3 hashing) a multi-GiB file outlasts the 30 s request timeout.
+        .timeout(subjects::UPLOAD_COMPLETE, upload::COMPLETE_TIMEOUT)
         .request(subjects::UPLOAD_ABORT, upload::abort)
+        .event(subjects::USER_DELETED, lifecycle::user_deleted)
+        .event(subjects::ENTITY_DELETED, lifecycle::entity_deleted)
+        .request(subjects::MEDIA_PURGE, lifecycle::purge)
+        .request(subjects::MEDIA_STATS, lifecycle::stats)
+        .request(subjects::MEDIA_ANALYTICS, lifecycle::analytics)
+        .request(subjects::MEDIA_USAGE, usage::usage)
 }
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A development secret outside `MEDIABUS__ENV=dev` (the message names the key).
+    #[error(transparent)]
+    DevSecret(#[from] mediabus_config::DevSecretError),
     #[error("document store: {0}")]
     Store(#[from] mediabus_store::StoreError),
     #[error("file store: {0}")]
@@ -81,16 +103,33 @@ pub enum StartError {
     Serve(#[from] mediabus_rpc::ServeError),
 }
 
-/// Opens the stores, checks the keys, creates the event stream, starts the expired-upload sweeper
-/// and serves the subjects on `nats`.
+/// Refuses development secrets outside `env = dev`, opens the stores, checks the keys, creates
+/// the event stream, starts the expired-upload sweeper and serves the subjects on `nats`.
 pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Running, StartError> {
+    settings.refuse_dev_secrets()?;
     let store = mediabus_store::open(&settings.store).await?;
     let blobs = settings.storage.open().await?;
+    // `GET /readyz` on the metrics listener (DESIGN §12): the document store and the file store.
+    let ready_store = store.clone();
+    mediabus_telemetry::add_readiness_check("store", move || {
+        let store = ready_store.clone();
+        async move { store.health_check().await.map_err(|e| e.to_string()) }
+    });
+    let ready_blobs = blobs.clone();
+    mediabus_telemetry::add_readiness_check("files", move || {
+        let blobs = ready_blobs.clone();
+        async move { blobs.health_check().await.map_err(|e| e.to_string()) }
+    });
     let verifier = Verifier::new(&settings.auth.keys, &settings.auth.issuer, &settings.auth.audience)?;
     let events = Events::new(nats.clone());
-    if let Err(e) = events.ensure_stream().await {
+    if let Err(e) = events.ensure_stream(settings.jetstream.replicas).await {
         // Events still go out on core NATS; only their capture is missing.
         tracing::warn!(error = %e, "JetStream stream {} unavailable", events::STREAM);
+    }
+    let jobs = jobs::Jobs::new(nats.clone(), mediabus_store::open_processing(&settings.store).await?);
+    if let Err(e) = jobs.ensure_stream(settings.jetstream.replicas).await {
+        // Uploads still work; each job publish then fails and its media ends FAILED (see `jobs`).
+        tracing::warn!(error = %e, "JetStream stream {} unavailable", mediabus_contracts::jobs::STREAM);
     }
     let state = AppState(Arc::new(Inner {
         store,
@@ -98,11 +137,14 @@ pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runni
         verifier,
         rules: ContentRules::new(&settings.media),
         events,
+        jobs,
         settings: settings.media.clone(),
-        content_signer: mediabus_auth::ContentSigner::new(&settings.content.signing_secret)?,
+        quota: settings.quota.clone(),
+        content_signer: mediabus_auth::ContentSigner::new(settings.content.signing_secret.expose_secret())?,
         content_ttl: Duration::from_secs(settings.content.token_ttl_secs),
     }));
     tokio::spawn(upload::sweep_expired(state.clone(), Duration::from_secs(settings.media.sweep_interval_secs.max(1))));
+    tokio::spawn(sweeper::run(state.clone(), Duration::from_secs(settings.media.lifecycle_sweep_secs.max(1))));
 
     let config = settings.service.config("media", env!("CARGO_PKG_VERSION"));
     Ok(Service::new(config, router(), state).serve(nats).await?)

@@ -15,14 +15,23 @@ use media_service::Settings;
 // with more processes in the queue group.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    mediabus_telemetry::init();
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(e) => {
+            mediabus_telemetry::init();
             tracing::error!(error = %e, "invalid configuration");
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = mediabus_telemetry::setup("media-service", &settings.telemetry, &settings.metrics).await {
+        tracing::error!(error = %e, "cannot start telemetry");
+        return ExitCode::FAILURE;
+    }
+    // Before connecting anywhere: a production start with a development secret stops here.
+    if let Err(e) = settings.refuse_dev_secrets() {
+        tracing::error!(error = %e, "refusing to start");
+        return ExitCode::FAILURE;
+    }
     let nats = settings.nats.clone();
     mediabus_rpc::run_worker("media-service", &nats, |nats| media_service::start(settings, nats)).await
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mediabus_e2e::WorkerProcess;
-use mediabus_e2e::bench::{CONNECTIONS, Sample, Target, measure, seconds_arg, sibling_bin};
+use mediabus_e2e::bench::{CONNECTIONS, Sample, Target, measure, seconds_arg, sibling_bin, summary};
 use mediabus_rpc::RpcClient;
 use mediabus_testkit::NatsServer;
 use serde_json::json;
@@ -71,6 +71,8 @@ async fn main() {
         best / one.throughput,
         best / all.throughput
     );
+    let reference = format!("bcrypt::verify, {cores} threads");
+    summary("auth.login (bcrypt cost 12)", best, "logins/s", &reference, Some(best / all.throughput), "-");
 }
 
 fn row(what: &str, concurrency: usize, s: &Sample) {

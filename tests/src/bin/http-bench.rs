@@ -4,6 +4,8 @@
 //! 1. Upload of a 512 MiB video: `POST /api/media/upload` (multipart/form-data, field `file`) to the
 //!    http-bridge, with two media-service workers behind it, vs a WebDAV `PUT` of the same file to
 //!    nginx. Target: at least 0.5 of nginx.
+//!    Also the same file as a tus 1.0 upload (`POST /api/uploads`, then one `PATCH` with the whole
+//!    file, as tus-js-client sends by default), against the multipart path: target at least 0.9.
 //! 2. Download of it: `GET /api/media/{id}/content` (owner's bearer token) vs nginx serving its
 //!    copy (`sendfile`); both copies were written by the last upload round and are read once,
 //!    untimed, before the rounds, so both are served from the page cache. Target: at least 0.7
@@ -34,7 +36,7 @@ use hyper::{Request, StatusCode};
 use mediabus_e2e::WorkerProcess;
 use mediabus_e2e::bench::{ROUNDS, peak_rss_kib, report_transfer, sibling_bin, write_video};
 use mediabus_e2e::http::{TRANSFER_LIMIT, collect, file_body, form_around, form_content_type, send};
-use mediabus_testkit::{NatsServer, Nginx, free_port};
+use mediabus_testkit::{NatsServer, Nginx};
 use serde_json::Value;
 
 const FILE_MIB: usize = 512;
@@ -56,7 +58,8 @@ async fn main() {
     let nats = NatsServer::start();
     let url = nats.url();
     let (db, files) = (path("media.db"), path("files"));
-    let listen = format!("127.0.0.1:{}", free_port());
+    // Port 0: the bridge binds a port of the system's choosing and prints it (no race).
+    let listen = "127.0.0.1:0";
     // Each service connects as its own NATS user (nats/permissions.conf), as deployed.
     let spawn = |bin: &str, user: &str| {
         let password = nats.password(user);
@@ -66,13 +69,13 @@ async fn main() {
             ("MEDIABUS__NATS__PASSWORD", password.as_str()),
             ("MEDIABUS__STORE__PATH", db.as_str()),
             ("MEDIABUS__STORAGE__ROOT", files.as_str()),
-            ("MEDIABUS__HTTP__LISTEN", listen.as_str()),
+            ("MEDIABUS__HTTP__LISTEN", listen),
         ];
         WorkerProcess::spawn_with_env(&sibling_bin(bin), &env, &[])
     };
     let workers: Vec<_> = (0..2).map(|_| spawn("media-service", "media")).collect();
     let bridge = spawn("http-bridge", "bridge");
-    let bridge_port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    let bridge_port = bridge.ready_port();
     let nginx = Nginx::start_in(dir.path());
     let token = mediabus_e2e::dev_token("bench-user");
     let pids: Vec<u32> = std::iter::once(bridge.id()).chain(workers.iter().map(WorkerProcess::id)).collect();
@@ -83,10 +86,10 @@ async fn main() {
          rounds (load average {})",
         load_average()
     );
-    let (mut put, mut post) = (Vec::new(), Vec::new());
+    let (mut put, mut post, mut tus) = (Vec::new(), Vec::new(), Vec::new());
     let mut media_id = String::new();
-    // CPU seconds by process over all rounds: put, post, get from nginx, get from the bridge.
-    let mut cpu: [BTreeMap<String, f64>; 4] = Default::default();
+    // CPU seconds by process over all rounds: put, post, get from nginx, get from the bridge, tus.
+    let mut cpu: [BTreeMap<String, f64>; 5] = Default::default();
     for round in 0..ROUNDS {
         // A new name each round, as every upload is a new media: replacing a file would add the
         // freeing of the old one's 512 MiB to nginx's time.
@@ -102,6 +105,11 @@ async fn main() {
         // media.public_base_url is empty by default: the URL is the bridge's own, relative.
         assert_eq!(media["url"].as_str(), Some(format!("/api/media/{media_id}/content").as_str()), "url: {media}");
         post.push(timing);
+        let before = cpu_by_process();
+        let (timing, tus_media) = upload_tus(bridge_port, &token, &source, size).await;
+        add_cpu(&mut cpu[4], &before);
+        assert_eq!(tus_media["checksum"].as_str(), Some(checksum.as_str()), "tus checksum: {tus_media}");
+        tus.push(timing);
     }
     let rss_peak: Vec<u64> = pids.iter().map(|&pid| peak_rss_kib(pid).unwrap_or(0)).collect();
     let content = format!("api/media/{media_id}/content");
@@ -135,6 +143,15 @@ async fn main() {
         tail(&put),
         tail(&post)
     );
+    println!("\ntus upload");
+    report_transfer(
+        mib,
+        ("bridge POST /api/media/upload", &secs(&post)),
+        ("bridge tus POST+PATCH /api/uploads", &secs(&tus)),
+        0.9,
+    );
+    report_transfer(mib, ("nginx PUT (WebDAV)", &secs(&put)), ("bridge tus POST+PATCH /api/uploads", &secs(&tus)), 0.5);
+    println!("response after the last byte sent, median: bridge tus {:.2} s (upload.complete)", tail(&tus));
     println!("\ndownload");
     report_transfer(
         mib,
@@ -143,7 +160,7 @@ async fn main() {
         0.7,
     );
     println!("\nCPU seconds per transfer by process (user + system, mean of {ROUNDS} rounds):");
-    let names = ["nginx PUT", "bridge POST /api/media/upload", "nginx GET", "bridge GET content"];
+    let names = ["nginx PUT", "bridge POST /api/media/upload", "nginx GET", "bridge GET content", "bridge tus upload"];
     for (name, by_process) in names.iter().zip(&cpu) {
         let parts: Vec<String> = by_process
             .iter()
@@ -205,6 +222,35 @@ async fn upload_bridge(port: u16, token: &str, source: &Path, size: u64) -> (Tim
     let timing = Timing::since(start, &body_end);
     assert_eq!(reply.status, StatusCode::CREATED, "bridge upload: {:?}", reply.body);
     (timing, reply.json())
+}
+
+/// A tus 1.0 upload of the file: `POST /api/uploads` (creation), then one `PATCH` with all of it;
+/// returns the timing (both requests) and the Media named by the completing response's `Media-Id`.
+async fn upload_tus(port: u16, token: &str, source: &Path, size: u64) -> (Timing, Value) {
+    let bearer = format!("Bearer {token}");
+    let tus = ("tus-resumable", "1.0.0");
+    let start = Instant::now();
+    let length = size.to_string();
+    let headers = [tus, ("authorization", bearer.as_str()), ("upload-length", length.as_str())];
+    let created = mediabus_e2e::http::call(port, "POST", "/api/uploads", &headers, Bytes::new()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "tus create: {:?}", created.body);
+    let location = created.header("location").to_owned();
+    let (body, body_end) = file_body(source, Bytes::new(), Bytes::new());
+    let request = Request::patch(location)
+        .header(tus.0, tus.1)
+        .header(AUTHORIZATION, &bearer)
+        .header(CONTENT_TYPE, "application/offset+octet-stream")
+        .header("upload-offset", 0)
+        .header(CONTENT_LENGTH, size)
+        .body(body)
+        .unwrap();
+    let reply = collect(send(port, request).await).await;
+    let timing = Timing::since(start, &body_end);
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "tus PATCH: {:?}", reply.body);
+    let media_id = reply.header("media-id").to_owned();
+    let media =
+        mediabus_e2e::http::call(port, "GET", &format!("/api/media/{media_id}"), &headers[1..2], Bytes::new()).await;
+    (timing, media.json())
 }
 
 /// `GET /<path>` (with a bearer `token` if given), consuming the body as it arrives; checks it is

@@ -7,7 +7,9 @@
 
 use bytes::Bytes;
 use mediabus_e2e::WorkerProcess;
-use mediabus_e2e::bench::{CONNECTIONS, ROUNDS, Target, compare, connect_clients, report, seconds_arg, sibling_bin};
+use mediabus_e2e::bench::{
+    CONNECTIONS, ROUNDS, Target, compare, connect_clients, report, seconds_arg, sibling_bin, summary,
+};
 use mediabus_testkit::NatsServer;
 
 #[tokio::main]
@@ -29,8 +31,21 @@ async fn main() {
     );
     println!("{:<11} {:>5} {:>12} {:>9} {:>9}", "responder", "conc", "req/s", "p50 µs", "p99 µs");
     for concurrency in [1, 64] {
-        let comparison = compare(&clients, &raw, &framework, concurrency, seconds).await;
-        report(concurrency, "raw", "framework", &comparison);
+        let c = compare(&clients, &raw, &framework, concurrency, seconds).await;
+        report(concurrency, "raw", "framework", &c);
+        let target = if concurrency == 64 { ">= 0.85" } else { "-" };
+        let name = format!("echo via framework, conc {concurrency}");
+        summary(&name, c.other.throughput, "req/s", "bare async-nats responder", Some(c.ratio()), target);
+        let p99 = c.other.p99_us as f64 / c.base.p99_us.max(1) as f64;
+        let target = if concurrency == 64 { "<= 1.2" } else { "-" };
+        summary(
+            &format!("echo p99, conc {concurrency}"),
+            c.other.p99_us as f64,
+            "µs",
+            "bare responder p99",
+            Some(p99),
+            target,
+        );
     }
     println!("targets at 64: throughput ratio >= 0.85, p99 <= 1.2x raw");
 }

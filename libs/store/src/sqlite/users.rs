@@ -82,19 +82,21 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
-        self.read_point(|conn| {
+        self.point_by_key(id, |conn, id| {
             conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
                 .and_then(|mut stmt| stmt.query_row([id], user_from_row).optional())
                 .map_err(backend)
         })
+        .await
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        self.read_point(|conn| {
+        self.point_by_key(email, |conn, email| {
             conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"))
                 .and_then(|mut stmt| stmt.query_row([email], user_from_row).optional())
                 .map_err(backend)
         })
+        .await
     }
 
     async fn update_user(&self, user: &User) -> Result<(), StoreError> {
@@ -147,11 +149,12 @@ impl UserStore for SqliteStore {
     }
 
     async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshToken>, StoreError> {
-        self.read_point(|conn| {
+        self.point_by_key(token_hash, |conn, token_hash| {
             conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM refresh_tokens WHERE token_hash = ?1"))
                 .and_then(|mut stmt| stmt.query_row([token_hash], token_from_row).optional())
                 .map_err(backend)
         })
+        .await
     }
 
     async fn rotate_refresh_token(

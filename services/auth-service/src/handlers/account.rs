@@ -2,44 +2,25 @@
 
 use mediabus_auth::AuthError;
 use mediabus_contracts::Timestamp;
+pub use mediabus_contracts::auth::{Login, Me, Register};
 use mediabus_rpc::Ctx;
 use mediabus_store::{StoreError, User};
-use serde::Deserialize;
 
-use super::{Session, UserView, start_session};
+use super::{Session, UserView, start_session, user_view};
 use crate::AppState;
 use crate::domain::{Email, Name, NewPassword, check_length};
 use crate::error::{AuthFailure, Result};
-
-/// `auth.register` data.
-#[derive(Debug, Deserialize)]
-pub struct Register {
-    pub name: String,
-    pub email: String,
-    pub password: String,
-}
-
-/// `auth.login` data.
-#[derive(Debug, Deserialize)]
-pub struct Login {
-    pub email: String,
-    pub password: String,
-}
-
-/// `auth.me` data: `{}`; admin and service callers may name the user they act for.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Me {
-    #[serde(default)]
-    pub user_id: Option<String>,
-}
+use crate::throttle::{self, Source};
 
 /// `auth.register {name, email, password}` → [`Session`] (the new account is signed in).
 ///
 /// 400 `VALIDATION_FAILED` (name, email shape, password under the minimum or over 72 bytes);
-/// 409 `EMAIL_TAKEN` when the normalised email has an account. New accounts get role `user`.
+/// 409 `EMAIL_TAKEN` when the normalised email has an account; 429 `TOO_MANY_ATTEMPTS` past
+/// `auth.max_registrations` attempts from the caller's source (see [`crate::throttle`]) in the
+/// window. New accounts get role `user`.
 pub async fn register(ctx: Ctx<AppState>, input: Register) -> Result<Session> {
     let state = &ctx.state;
+    throttle::registration(state, &Source::of(&ctx)).await?;
     let name = Name::parse(&input.name)?;
     let email = Email::parse(&input.email)?;
     let password = NewPassword::parse(&input.password, state.settings.password_min_chars)?;
@@ -65,36 +46,26 @@ pub async fn register(ctx: Ctx<AppState>, input: Register) -> Result<Session> {
 /// `auth.login {email, password}` → [`Session`].
 ///
 /// 401 `INVALID_CREDENTIALS` for an unknown email and for a wrong password alike, after the same
-/// bcrypt work; 429 `TOO_MANY_ATTEMPTS` (details `retryAfterSecs`) once the account's failed
-/// attempts in the window pass `max_failed_logins`, even with the right password; 400 for a
-/// malformed email or a password over 72 bytes.
+/// bcrypt work; 400 for a malformed email or a password over 72 bytes. Throttling
+/// ([`crate::throttle::login`]): past `max_failed_logins` attempts for the account from the
+/// caller's source in the window, 429 `TOO_MANY_ATTEMPTS` (details `retryAfterSecs`) for that
+/// source only, so the owner still signs in from elsewhere; past the same count from all sources,
+/// every attempt for the account is delayed (doubling, at most `login_delay_max_ms`) until a
+/// correct password clears it.
 pub async fn login(ctx: Ctx<AppState>, input: Login) -> Result<Session> {
     let state = &ctx.state;
     let email = Email::parse(&input.email)?;
     check_length(&input.password)?;
-    let settings = &state.settings;
-    let throttled = settings.max_failed_logins > 0;
-    if throttled {
-        // Counted before the password is checked, so parallel guesses cannot slip past the limit;
-        // keyed by email whether or not it has an account, so the limit does not reveal that.
-        let window = std::time::Duration::from_secs(settings.failed_login_window_secs);
-        let now = Timestamp::now();
-        let attempts = state.store.record_login_attempt(email.as_ref(), now, window).await?;
-        if attempts.count > settings.max_failed_logins {
-            let ends = attempts.window_start.unix_millis().saturating_add(window.as_millis() as i64);
-            let retry_after_secs = u64::try_from((ends - now.unix_millis() + 999) / 1000).unwrap_or(0).max(1);
-            tracing::warn!(attempts = attempts.count, "login throttled");
-            return Err(AuthFailure::TooManyAttempts { retry_after_secs });
-        }
+    let attempt = throttle::login(state, email.as_ref(), &Source::of(&ctx)).await?;
+    if !attempt.delay.is_zero() {
+        tokio::time::sleep(attempt.delay).await;
     }
     let user = state.store.user_by_email(email.as_ref()).await?;
     let matched = state.passwords.verify(&input.password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
     let Some(user) = user.filter(|_| matched) else {
         return Err(AuthFailure::InvalidCredentials);
     };
-    if throttled {
-        state.store.clear_login_attempts(email.as_ref()).await?;
-    }
+    attempt.succeeded(state).await?;
     tracing::info!(user = %user.id, "login");
     start_session(state, &user).await
 }
@@ -120,14 +91,14 @@ pub async fn me(ctx: Ctx<AppState>, input: Option<Me>) -> Result<UserView> {
         Some(user_id) => {
             tracing::info!(caller = %caller.user_id, roles = ?caller.roles, acting_for = %user_id, "auth.me for another user");
             let user = store.user_by_id(user_id).await?.ok_or(AuthFailure::UserNotFound)?;
-            Ok(UserView::from(&user))
+            Ok(user_view(&user))
         }
         None if caller.has(mediabus_auth::Role::Service) && !caller.is_admin() => {
             Err(AuthFailure::Invalid("a service token names no account: pass userId".into()))
         }
         None => {
             let user = store.user_by_id(&caller.user_id).await?.ok_or(AuthFailure::AccountGone)?;
-            Ok(UserView::from(&user))
+            Ok(user_view(&user))
         }
     }
 }

@@ -10,53 +10,23 @@ pub mod session;
 
 use mediabus_auth::Role;
 use mediabus_contracts::Timestamp;
+pub use mediabus_contracts::auth::{Session, UserView};
 use mediabus_store::{RefreshToken, User};
-use serde::Serialize;
 
 use crate::AppState;
 use crate::error::Result;
 use crate::tokens::RefreshSecret;
 
-/// A user as callers see it: never the password hash.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserView {
-    pub id: String,
-    pub name: String,
-    /// Normalised (lowercase).
-    pub email: String,
-    /// `user`, and `admin` for administrators.
-    pub roles: Vec<String>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-impl From<&User> for UserView {
-    fn from(user: &User) -> Self {
-        Self {
-            id: user.id.clone(),
-            name: user.name.clone(),
-            email: user.email.clone(),
-            roles: user.roles.clone(),
-            created_at: user.created_at,
-            updated_at: user.updated_at,
-        }
+/// A stored user as callers see it ([`UserView`]): never the password hash.
+pub fn user_view(user: &User) -> UserView {
+    UserView {
+        id: user.id.clone(),
+        name: user.name.clone(),
+        email: user.email.clone(),
+        roles: user.roles.clone(),
+        created_at: user.created_at,
+        updated_at: user.updated_at,
     }
-}
-
-/// The answer of `auth.register`, `auth.login` and `auth.refresh`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Session {
-    /// JWT for `Authorization: Bearer`.
-    pub access_token: String,
-    /// Opaque; exchange it with `auth.refresh` (once) or end the session with `auth.logout`.
-    pub refresh_token: String,
-    /// Seconds until `access_token` expires.
-    pub expires_in: u64,
-    /// Always `Bearer`.
-    pub token_type: &'static str,
-    pub user: UserView,
 }
 
 /// The roles of a stored user, as token roles; names this build does not know are left out.
@@ -104,5 +74,5 @@ async fn start_session(state: &AppState, user: &User) -> Result<Session> {
 /// The answer for `user` holding the refresh token `refresh_token`.
 fn session(state: &AppState, user: &User, refresh_token: String) -> Result<Session> {
     let (access_token, expires_in) = state.tokens.access_token(&user.id, &roles_of(user))?;
-    Ok(Session { access_token, refresh_token, expires_in, token_type: "Bearer", user: UserView::from(user) })
+    Ok(Session { access_token, refresh_token, expires_in, token_type: "Bearer".into(), user: user_view(user) })
 }

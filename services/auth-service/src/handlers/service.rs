@@ -1,33 +1,13 @@
 //! `auth.serviceToken`: trusted backend services exchange their secret for a short-lived
 //! `service` token, with which they act for users (`userId` in data) on every service.
 
+pub use mediabus_contracts::auth::{ServiceLogin, ServiceToken};
 use mediabus_rpc::Ctx;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::AppState;
 use crate::error::{AuthFailure, Result};
 use crate::tokens::{constant_time_eq, hex};
-
-/// `auth.serviceToken` data.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceLogin {
-    pub service_id: String,
-    pub secret: String,
-}
-
-/// `auth.serviceToken` answer.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceToken {
-    /// JWT with `sub` = the service id and `roles: ["service"]`.
-    pub access_token: String,
-    /// Seconds until it expires.
-    pub expires_in: u64,
-    /// Always `Bearer`.
-    pub token_type: &'static str,
-}
 
 /// `auth.serviceToken {serviceId, secret}` → [`ServiceToken`] for a service listed in
 /// `auth.service_accounts` whose secret hashes to its `secret_sha256`.
@@ -46,5 +26,5 @@ pub async fn token(ctx: Ctx<AppState>, input: ServiceLogin) -> Result<ServiceTok
     };
     let (access_token, expires_in) = ctx.state.tokens.service_token(&account.id)?;
     tracing::info!(service = %account.id, "service token issued");
-    Ok(ServiceToken { access_token, expires_in, token_type: "Bearer" })
+    Ok(ServiceToken { access_token, expires_in, token_type: "Bearer".into() })
 }

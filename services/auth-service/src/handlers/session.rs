@@ -1,9 +1,9 @@
 //! `auth.refresh`, `auth.logout`.
 
 use mediabus_contracts::Timestamp;
+pub use mediabus_contracts::auth::Refresh;
 use mediabus_rpc::Ctx;
 use mediabus_store::Rotation;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Session, after, session};
@@ -11,22 +11,13 @@ use crate::AppState;
 use crate::error::{AuthFailure, Result};
 use crate::tokens::{MAX_REFRESH_TOKEN_CHARS, RefreshSecret, refresh_hash};
 
-/// `auth.refresh` and `auth.logout` data.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RefreshRequest {
-    pub refresh_token: String,
-}
-
-impl RefreshRequest {
-    /// The stored hash of the presented token; 401 for input that cannot be one of ours.
-    fn hash(&self) -> Result<String> {
-        let token = self.refresh_token.trim();
-        if token.is_empty() || token.len() > MAX_REFRESH_TOKEN_CHARS {
-            return Err(AuthFailure::InvalidRefreshToken);
-        }
-        Ok(refresh_hash(token))
+/// The stored hash of the presented refresh token; 401 for input that cannot be one of ours.
+fn presented_hash(input: &Refresh) -> Result<String> {
+    let token = input.refresh_token.trim();
+    if token.is_empty() || token.len() > MAX_REFRESH_TOKEN_CHARS {
+        return Err(AuthFailure::InvalidRefreshToken);
     }
+    Ok(refresh_hash(token))
 }
 
 /// `auth.refresh {refreshToken}` → [`Session`] with a new access token and a new refresh token;
@@ -35,9 +26,9 @@ impl RefreshRequest {
 /// 401 `INVALID_REFRESH_TOKEN` when it is unknown, expired, revoked or already used. Presenting an
 /// already-used token also revokes its whole family (every token of that login, the newest
 /// included): a used token coming back means someone else holds a copy.
-pub async fn refresh(ctx: Ctx<AppState>, input: RefreshRequest) -> Result<Session> {
+pub async fn refresh(ctx: Ctx<AppState>, input: Refresh) -> Result<Session> {
     let state = &ctx.state;
-    let presented = input.hash()?;
+    let presented = presented_hash(&input)?;
     let next = RefreshSecret::generate()?;
     let now = Timestamp::now();
     let rotation =
@@ -63,8 +54,8 @@ pub async fn refresh(ctx: Ctx<AppState>, input: RefreshRequest) -> Result<Sessio
 ///
 /// 401 `INVALID_REFRESH_TOKEN` for a token this service never issued (or long purged). The
 /// access token stays valid until it expires (minutes): access tokens are not looked up.
-pub async fn logout(ctx: Ctx<AppState>, input: RefreshRequest) -> Result<Value> {
-    let hash = input.hash()?;
+pub async fn logout(ctx: Ctx<AppState>, input: Refresh) -> Result<Value> {
+    let hash = presented_hash(&input)?;
     match ctx.state.store.revoke_refresh_family(&hash, Timestamp::now()).await? {
         Some(token) => {
             tracing::info!(user = %token.user_id, family = %token.family_id, "logout");

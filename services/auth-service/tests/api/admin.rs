@@ -24,20 +24,47 @@ async fn the_configured_admin_is_created_at_start() {
     assert_eq!(user.roles, ["user", "admin"]);
 }
 
+/// Issue 12 item 4: whoever registered the admin email first used to become admin at the next
+/// start.
 #[tokio::test]
-async fn an_existing_account_is_promoted_and_registration_never_grants_admin() {
-    let app = TestApp::spawn_with(Docs::Sqlite, |s| s.auth.admin_email = "boss@example.com".into()).await;
-    // No account yet and no password: nothing is created, and registering does not make an admin.
-    let session = app.register("Boss", "boss@example.com").await;
+async fn an_account_registered_by_someone_else_is_not_promoted_and_the_start_is_refused() {
+    let app = TestApp::spawn().await;
+    // Someone registers the address before the operator configures it.
+    let session = app.register("Mallory", "boss@example.com").await;
     assert_eq!(session["user"]["roles"], json!(["user"]));
-    // The next start promotes it; tokens issued after that carry the role.
+
+    // A start with admin_email set (and no password, or another password) refuses loudly.
+    for password in ["", "the-operators-password"] {
+        let mut settings = app.settings.clone();
+        settings.auth.admin_email = "boss@example.com".into();
+        settings.auth.admin_password = password.into();
+        let err = app.start_worker(settings).await.err().expect("start refused");
+        let message = err.to_string();
+        assert!(message.contains("auth.admin_email") && message.contains("boss@example.com"), "{message}");
+        assert!(message.contains("not created by"), "{message}");
+    }
+    let user = app.store.user_by_email("boss@example.com").await.unwrap().unwrap();
+    assert_eq!(user.roles, ["user"], "not promoted");
+    let session = app.login("boss@example.com", PASSWORD).await.unwrap();
+    assert_eq!(crate::tokens::claims(access(&session))["roles"], json!(["user"]));
+
+    // The account's own password proves it is the operator's: then it is promoted.
     let mut settings = app.settings.clone();
     settings.auth.admin_email = "boss@example.com".into();
+    settings.auth.admin_password = PASSWORD.into();
     let _worker = app.start_worker(settings).await.unwrap();
     let session = app.login("boss@example.com", PASSWORD).await.unwrap();
     assert_eq!(session["user"]["roles"], json!(["user", "admin"]));
     let claims = crate::tokens::claims(access(&session));
     assert_eq!(claims["roles"], json!(["user", "admin"]));
+}
+
+#[tokio::test]
+async fn without_a_password_nothing_is_created_and_registration_never_grants_admin() {
+    let app = TestApp::spawn_with(Docs::Sqlite, |s| s.auth.admin_email = "boss@example.com".into()).await;
+    assert!(app.store.user_by_email("boss@example.com").await.unwrap().is_none());
+    let session = app.register("Boss", "boss@example.com").await;
+    assert_eq!(session["user"]["roles"], json!(["user"]));
 }
 
 #[tokio::test]

@@ -66,8 +66,7 @@ impl TestApp {
         let mut mongo = None;
         if let Docs::Mongo = docs {
             let server = MongoServer::start();
-            settings.store =
-                StoreConfig::Mongodb { uri: server.uri().to_owned(), database: server.database().to_owned() };
+            settings.store = StoreConfig::Mongodb { uri: server.uri().into(), database: server.database().to_owned() };
             mongo = Some(server);
         }
         configure(&mut settings);
@@ -119,6 +118,19 @@ impl TestApp {
             headers.insert("Authorization", format!("Bearer {token}").as_str());
         }
         self.rpc.call_with_headers(subject, &data, headers).await
+    }
+
+    /// Calls `subject` anonymously for a client at `source` (an IP address), as the HTTP bridge
+    /// does with the client's address.
+    pub async fn call_from(&self, source: &str, subject: &str, data: Value) -> Result<Value, RpcError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(auth_service::throttle::CLIENT_ADDR_HEADER, source);
+        self.rpc.call_with_headers(subject, &data, headers).await
+    }
+
+    /// `auth.login` for a client at `source`.
+    pub async fn login_from(&self, source: &str, email: &str, password: &str) -> Result<Value, RpcError> {
+        self.call_from(source, "auth.login", json!({"email": email, "password": password})).await
     }
 
     /// `auth.register` with [`PASSWORD`]; panics unless it succeeds.

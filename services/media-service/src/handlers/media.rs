@@ -21,7 +21,7 @@ use crate::error::{MediaError, Result};
 pub async fn create(ctx: Ctx<AppState>, input: CreateMedia) -> Result<Media> {
     let owner = signed_in(&ctx, input.user_id.as_deref())?;
     let original_name = sanitize_name(&input.original_name)?;
-    let url = input.url.trim();
+    let url = input.url.trim().to_owned();
     let url_ok =
         (url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/')) && url.len() <= 2048;
     if !url_ok || url.chars().any(char::is_control) {
@@ -29,7 +29,7 @@ pub async fn create(ctx: Ctx<AppState>, input: CreateMedia) -> Result<Media> {
             "url must be an http(s) URL or an absolute path, at most 2048 characters".into(),
         ));
     }
-    let mime_type = input.mime_type.trim();
+    let mime_type = input.mime_type.trim().to_owned();
     if mime_type.is_empty() || mime_type.len() > 255 || !mime_type.contains('/') {
         return Err(MediaError::Invalid("mimeType must look like type/subtype".into()));
     }
@@ -45,11 +45,11 @@ pub async fn create(ctx: Ctx<AppState>, input: CreateMedia) -> Result<Media> {
         let now = Timestamp::now();
         let media = Media {
             id,
-            media_type: type_of(mime_type, input.media_type),
+            media_type: type_of(&mime_type, input.media_type),
             original_name,
-            mime_type: mime_type.to_owned(),
+            mime_type,
             size: input.size,
-            url: url.to_owned(),
+            url,
             user_id: owner.user_id.clone(),
             entity_id: input.entity_id,
             entity_type: input.entity_type,
@@ -61,6 +61,7 @@ pub async fn create(ctx: Ctx<AppState>, input: CreateMedia) -> Result<Media> {
             checksum: None,
             details: None,
             variants: Vec::new(),
+            failure_reason: None,
         };
         state.store.insert(&MediaRecord { media: media.clone(), storage_key: None }).await?;
         state.events.emit(subjects::MEDIA_CREATED, &media, headers).await;
@@ -101,6 +102,7 @@ pub async fn content(ctx: Ctx<AppState>, input: MediaRef) -> Result<ContentTicke
         modified: u64::try_from(media.created_at.unix_millis() / 1000).unwrap_or_default(),
         public: media.is_public,
         exp: 0,
+        iat_ms: 0,
         sub: media.id,
     };
     let state = &ctx.state;
@@ -189,44 +191,83 @@ async fn list(
     Ok(ctx.state.store.list(&filter).await?)
 }
 
-/// `media.update`: owner or admin; fields absent stay, `null` clears.
+/// How many times `media.update` / `media.remove` read and try their conditional write before
+/// answering 409: each retry means another write to the same media landed in between, so more
+/// than a few means a hot document, and the caller should retry later.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// `media.update`: owner or admin; fields absent stay, `null` clears. The write is conditional on
+/// the version read (`MediaStore::replace_if_unchanged`), retried on a concurrent change: a
+/// racing `media.remove` wins (then 404) and concurrent updates of different fields all survive.
+/// 409 `CONFLICT` if the media kept changing for [`WRITE_ATTEMPTS`] tries.
 pub async fn update(ctx: Ctx<AppState>, input: UpdateMedia) -> Result<Media> {
     let who = signed_in(&ctx, input.user_id.as_deref())?;
-    let mut record = writable(&ctx, &input.id, &who).await?;
-    let media = &mut record.media;
-    if let Some(name) = &input.original_name {
-        media.original_name = sanitize_name(name)?;
-    }
-    if let Some(metadata) = input.metadata {
+    // Validated once, before any read.
+    let original_name = input.original_name.as_deref().map(sanitize_name).transpose()?;
+    if let Some(metadata) = &input.metadata {
         ctx.state.rules.check_metadata(metadata.as_ref())?;
-        media.metadata = metadata.filter(|m| !m.is_null());
     }
-    if let Some(is_public) = input.is_public {
-        media.is_public = is_public;
-    }
-    if let Some(entity_id) = input.entity_id {
+    if let Some(entity_id) = &input.entity_id {
         check_entity(entity_id.as_deref(), None)?;
-        media.entity_id = entity_id;
     }
-    if let Some(entity_type) = input.entity_type {
+    if let Some(entity_type) = &input.entity_type {
         check_entity(None, entity_type.as_deref())?;
-        media.entity_type = entity_type;
     }
-    media.updated_at = Timestamp::now();
-    ctx.state.store.update(&record).await?;
+    let record = write_conditionally(&ctx, &input.id, &who, |media| {
+        if let Some(name) = &original_name {
+            media.original_name = name.clone();
+        }
+        if let Some(metadata) = &input.metadata {
+            media.metadata = metadata.clone().filter(|m| !m.is_null());
+        }
+        if let Some(is_public) = input.is_public {
+            media.is_public = is_public;
+        }
+        if let Some(entity_id) = &input.entity_id {
+            media.entity_id = entity_id.clone();
+        }
+        if let Some(entity_type) = &input.entity_type {
+            media.entity_type = entity_type.clone();
+        }
+    })
+    .await?;
     ctx.state.events.emit(subjects::MEDIA_UPDATED, &record.media, ctx.forwarded_headers()).await;
     Ok(record.media)
 }
 
 /// `media.remove`: soft delete (status `DELETED`); owner or admin. The bytes stay for recovery.
+/// Conditional as `media.update`, so an update racing it can never write the old status back.
 pub async fn remove(ctx: Ctx<AppState>, input: MediaRef) -> Result<Media> {
     let who = signed_in(&ctx, input.user_id.as_deref())?;
-    let mut record = writable(&ctx, &input.id, &who).await?;
-    record.media.status = MediaStatus::Deleted;
-    record.media.updated_at = Timestamp::now();
-    ctx.state.store.update(&record).await?;
+    let record = write_conditionally(&ctx, &input.id, &who, |media| media.status = MediaStatus::Deleted).await?;
     ctx.state.events.emit(subjects::MEDIA_REMOVED, &record.media, ctx.forwarded_headers()).await;
     Ok(record.media)
+}
+
+/// Reads media `id` as [`writable`], applies `change`, and writes it if no other write landed
+/// since the read; otherwise reads again, up to [`WRITE_ATTEMPTS`] times. The record as written.
+async fn write_conditionally(
+    ctx: &Ctx<AppState>,
+    id: &str,
+    who: &mediabus_auth::Identity,
+    change: impl Fn(&mut Media),
+) -> Result<MediaRecord> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let read = writable(ctx, id, who).await?;
+        let mut record = read.clone();
+        change(&mut record.media);
+        record.media.updated_at = mediabus_store::next_updated_at(read.media.updated_at);
+        match ctx.state.store.replace_if_unchanged(&read, &record).await {
+            Ok(true) => return Ok(record),
+            Ok(false) => continue,
+            // Removed for good between the read and the write.
+            Err(mediabus_store::StoreError::NotFound) => return Err(MediaError::NotFound),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(MediaError::Store(mediabus_store::StoreError::Conflict(format!(
+        "media {id} changed concurrently {WRITE_ATTEMPTS} times; retry"
+    ))))
 }
 
 /// The record `who` wants to change: 404 if they cannot see it, 403 if they see but don't own it.

@@ -1,7 +1,9 @@
 //! Handlers, one module per subject family. Each is an async fn `(Ctx<AppState>, Input) -> Result<Output>`.
 
+pub mod lifecycle;
 pub mod media;
 pub mod upload;
+pub mod usage;
 
 use std::future::Future;
 
@@ -21,36 +23,55 @@ const IDEMPOTENCY_HEADERS: [&str; 2] = ["Idempotency-Key", "Nats-Msg-Id"];
 /// same `Idempotency-Key` (or `Nats-Msg-Id`) gets the first result instead of a second document.
 /// Without such a header, `create` simply runs.
 ///
+/// The work runs in a task of its own, so it ends whole (a document, or nothing and the key
+/// released) even when this request is dropped half-way: its caller or the subject's timeout gave
+/// up. A retry then gets 409 while it runs, and its result after.
+///
 /// Errors: 409 `IDEMPOTENCY_IN_PROGRESS` while the first request with the key is still running;
 /// whatever `create` fails with (the key is then released, so a retry can succeed).
 async fn idempotent<F, Fut>(ctx: &Ctx<AppState>, subject: &str, owner: &str, create: F) -> Result<Media>
 where
     F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Result<Media>>,
+    Fut: Future<Output = Result<Media>> + Send + 'static,
 {
     let id = new_media_id();
     let Some(key) = IDEMPOTENCY_HEADERS.iter().find_map(|h| ctx.header(h)) else {
-        return create(id).await;
+        return spawn_whole(create(id)).await;
     };
     if key.is_empty() || key.len() > 256 {
         return Err(MediaError::Invalid("Idempotency-Key must be 1 to 256 bytes".into()));
     }
-    let store = &ctx.state.store;
+    let store = ctx.state.store.clone();
     // Unit separators keep (subject, owner, key) unambiguous.
     let scope = format!("{subject}\u{1f}{owner}\u{1f}{key}");
-    if let Some(existing) = store.claim_idempotency(&scope, &id).await? {
-        return match store.get(&existing).await? {
-            Some(record) => Ok(record.media),
-            None => Err(MediaError::InProgress),
-        };
-    }
-    let result = create(id.clone()).await;
-    if result.is_err()
-        && let Err(e) = store.release_idempotency(&scope, &id).await
-    {
-        tracing::warn!(error = %e, "could not release an idempotency key");
-    }
-    result
+    let work = create(id.clone());
+    // The claim too runs on the task: a request dropped while claiming must not leave a claim
+    // that nothing will ever complete or release.
+    spawn_whole(async move {
+        if let Some(existing) = store.claim_idempotency(&scope, &id).await? {
+            return match store.get(&existing).await? {
+                Some(record) => Ok(record.media),
+                None => Err(MediaError::InProgress),
+            };
+        }
+        let result = work.await;
+        if result.is_err()
+            && let Err(e) = store.release_idempotency(&scope, &id).await
+        {
+            tracing::warn!(error = %e, "could not release an idempotency key");
+        }
+        result
+    })
+    .await
+}
+
+/// Runs `work` on a task of its own (see [`idempotent`]) and waits for it.
+async fn spawn_whole(work: impl Future<Output = Result<Media>> + Send + 'static) -> Result<Media> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        // A panic in the work: a claim (if any) stays, as after a crash; logged for operators.
+        tracing::error!(error = %e, "create task failed");
+        Err(MediaError::Store(mediabus_store::StoreError::Backend("create task failed".into())))
+    })
 }
 
 /// The fields of a new stored-file Media document.
@@ -71,6 +92,12 @@ impl NewFile {
     /// The document, with its content URL under the configured base.
     fn into_media(self, state: &AppState) -> Media {
         let now = Timestamp::now();
+        // Processed media stay PROCESSING until their job ends (DESIGN §9).
+        let status = if crate::jobs::needs_processing(self.sniffed.media_type, &self.sniffed.mime_type) {
+            MediaStatus::Processing
+        } else {
+            MediaStatus::Ready
+        };
         Media {
             url: format!("{}/api/media/{}/content", state.settings.public_base_url.trim_end_matches('/'), self.id),
             id: self.id,
@@ -83,12 +110,13 @@ impl NewFile {
             entity_type: self.entity_type,
             metadata: self.metadata.filter(|m| !m.is_null()),
             is_public: self.is_public,
-            status: MediaStatus::Ready,
+            status,
             created_at: now,
             updated_at: now,
             checksum: Some(format!("sha256:{}", self.sha256_hex)),
             details: None,
             variants: Vec::new(),
+            failure_reason: None,
         }
     }
 }

@@ -20,10 +20,16 @@ use mediabus_storage::{ByteRange, MAX_PART_NUMBER, PartReceipt, body_from_bytes,
 use mediabus_store::{UploadPart, UploadSession};
 use serde_json::{Value, json};
 
-use super::{NewFile, check_entity, idempotent, signed_in};
+use super::{NewFile, check_entity, idempotent, signed_in, usage};
 use crate::AppState;
+use crate::access::Caller;
 use crate::content::{SNIFF_BYTES, sanitize_name, sniff};
 use crate::error::{MediaError, Result};
+
+/// `mediabus_upload_bytes_total{service="media-service"}` (DESIGN §12): file bytes received.
+fn received(bytes: usize) {
+    metrics::counter!("mediabus_upload_bytes_total", "service" => "media-service").increment(bytes as u64);
+}
 
 /// `upload_file`: stores the bytes, then the document. If the document cannot be written, the
 /// bytes are removed; if the bytes cannot be written, no document is created.
@@ -34,6 +40,7 @@ pub async fn upload_file(ctx: Ctx<AppState>, input: UploadFile) -> Result<Media>
     let state = ctx.state.clone();
     state.rules.check_metadata(input.metadata.as_ref())?;
     let bytes = Bytes::from(input.file.buffer.0);
+    received(bytes.len());
     let sniffed = sniff(&bytes[..bytes.len().min(SNIFF_BYTES)]);
     if let Some(claimed) = input.file.mimetype.as_deref().filter(|c| *c != sniffed.mime_type) {
         tracing::debug!(claimed, sniffed = %sniffed.mime_type, "client-declared type ignored");
@@ -42,6 +49,8 @@ pub async fn upload_file(ctx: Ctx<AppState>, input: UploadFile) -> Result<Media>
     let headers = ctx.forwarded_headers();
     let owner_id = owner.user_id.clone();
     idempotent(&ctx, subjects::UPLOAD_FILE, &owner_id, |id| async move {
+        let adding = usage::Adding { bytes: bytes.len() as u64, count: 1, open_uploads: 0 };
+        usage::check(&state, &owner.user_id, adding).await?;
         let key = new_key();
         let stored = state.blobs.put(&key, body_from_bytes(bytes)).await?;
         let file = NewFile {
@@ -57,6 +66,7 @@ pub async fn upload_file(ctx: Ctx<AppState>, input: UploadFile) -> Result<Media>
             metadata: input.metadata,
         };
         let media = insert_or_remove_bytes(&state, file, key).await?;
+        let media = state.jobs.after_upload(media, headers.get("traceparent").map(|v| v.as_str())).await;
         state.events.emit(subjects::MEDIA_CREATED, &media, headers).await;
         Ok(media)
     })
@@ -93,6 +103,9 @@ pub async fn create(ctx: Ctx<AppState>, input: UploadCreate) -> Result<UploadCre
         }
         _ => {}
     }
+    // Quotas before any byte: the declared size (if any), the media to come, the open upload.
+    let adding = usage::Adding { bytes: input.size.unwrap_or(0), count: 1, open_uploads: 1 };
+    usage::check(state, &owner.user_id, adding).await?;
     let part_size = state.settings.part_size_bytes.max(state.blobs.min_part_size());
     let storage_key = new_key();
     let backend_upload_id = state.blobs.create_multipart(&storage_key).await?;
@@ -110,7 +123,7 @@ pub async fn create(ctx: Ctx<AppState>, input: UploadCreate) -> Result<UploadCre
         metadata: input.metadata,
         part_size,
         created_at: now,
-        expires_at: Timestamp::from_unix_millis(now.unix_millis() + (state.settings.upload_ttl_secs as i64) * 1000),
+        expires_at: ttl_from_now(state),
     };
     if let Err(e) = state.store.create_upload(&session).await {
         discard(state, &session).await;
@@ -138,9 +151,14 @@ pub async fn part(ctx: Ctx<AppState>, body: Body) -> Result<PartAccepted> {
             (upload_id, part_number, bytes)
         }
     };
-    let who = signed_in(&ctx, None)?;
+    received(data.len());
+    let who = caller(&ctx)?;
     let state = &ctx.state;
     let session = session_of(state, &upload_id, &who).await?;
+    // Each part keeps the session alive for another TTL (atomic against the sweeper).
+    if !state.store.extend_upload(&upload_id, Timestamp::now(), ttl_from_now(state)).await? {
+        return Err(MediaError::UploadNotFound);
+    }
     if !(1..=MAX_PART_NUMBER).contains(&part_number) {
         return Err(MediaError::Invalid(format!("partNumber must be 1 to {MAX_PART_NUMBER}")));
     }
@@ -165,26 +183,40 @@ fn missing_header(name: &str) -> MediaError {
     MediaError::Invalid(format!("a binary upload.part needs the {name} header"))
 }
 
+/// How long `upload.complete` may run (instead of the service's `request_timeout`): enough to
+/// assemble and hash the largest accepted file (4 GiB) on a slow store.
+pub const COMPLETE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// `upload.complete`: checks that parts 1..n are all there (every part but the last full-size,
 /// the total equal to the declared size), assembles the file, types it by its bytes and creates
 /// the document; link fields given here replace those of `upload.create`. An incomplete or
 /// refused upload is discarded whole (no document, no parts).
 pub async fn complete(ctx: Ctx<AppState>, input: UploadComplete) -> Result<Media> {
-    let who = signed_in(&ctx, None)?;
+    let who = caller(&ctx)?;
     check_entity(input.entity_id.as_deref(), input.entity_type.as_deref())?;
     ctx.state.rules.check_metadata(input.metadata.as_ref())?;
     let state = ctx.state.clone();
     let headers = ctx.forwarded_headers();
     // The session is looked up inside: a retry after success finds it gone, and must still get
     // the first result from its idempotency key rather than a 404.
-    let caller_id = who.user_id.clone();
+    let caller_id = who.clone().acting_for(None).map(|me| me.user_id).unwrap_or_default();
     idempotent(&ctx, subjects::UPLOAD_COMPLETE, &caller_id, |id| async move {
         let mut session = session_of(&state, &input.upload_id, &who).await?;
+        // Moves the expiry a whole TTL away, atomically against the sweeper: a session being
+        // completed is never swept (one the sweeper took first is gone: 404).
+        if !state.store.extend_upload(&session.upload_id, Timestamp::now(), ttl_from_now(&state)).await? {
+            return Err(MediaError::UploadNotFound);
+        }
         session.entity_id = input.entity_id.or(session.entity_id.take());
         session.entity_type = input.entity_type.or(session.entity_type.take());
         session.is_public = input.is_public.unwrap_or(session.is_public);
         session.metadata = input.metadata.or(session.metadata.take());
-        let result = assemble(&state, &session, id).await;
+        // `idempotent` runs this on a task of its own: it ends whole even if the request is
+        // dropped (its caller or the subject's timeout gave up).
+        let result = match assemble(&state, &session, id).await {
+            Ok(media) => Ok(state.jobs.after_upload(media, headers.get("traceparent").map(|v| v.as_str())).await),
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(media) => {
                 if let Err(e) = state.store.delete_upload(&session.upload_id).await {
@@ -204,6 +236,9 @@ pub async fn complete(ctx: Ctx<AppState>, input: UploadComplete) -> Result<Media
 async fn assemble(state: &AppState, session: &UploadSession, id: String) -> Result<Media> {
     let parts = state.store.list_parts(&session.upload_id).await?;
     check_parts(&parts, session)?;
+    // The real size, before the parts become a stored file (a refusal discards the upload).
+    let total = parts.iter().map(|p| p.size).sum();
+    usage::check(state, &session.user_id, usage::Adding { bytes: total, count: 1, open_uploads: 0 }).await?;
     let receipts: Vec<PartReceipt> =
         parts.iter().map(|p| PartReceipt { part_number: p.part_number, etag: p.etag.clone(), size: p.size }).collect();
     let stored = state.blobs.complete_multipart(&session.storage_key, &session.backend_upload_id, &receipts).await?;
@@ -270,17 +305,30 @@ async fn read_head(state: &AppState, key: &str) -> Result<Vec<u8>> {
 
 /// `upload.abort`: removes the parts and the session. Reply: `{}`.
 pub async fn abort(ctx: Ctx<AppState>, input: UploadRef) -> Result<Value> {
-    let who = signed_in(&ctx, None)?;
+    let who = caller(&ctx)?;
     let session = session_of(&ctx.state, &input.upload_id, &who).await?;
     ctx.state.blobs.abort_multipart(&session.storage_key, &session.backend_upload_id).await?;
     ctx.state.store.delete_upload(&session.upload_id).await?;
     Ok(json!({}))
 }
 
-/// The live session `upload_id` if `who` owns it (or is an admin); otherwise, or when expired, 404.
-async fn session_of(state: &AppState, upload_id: &str, who: &Identity) -> Result<UploadSession> {
+/// The signed-in caller of a request about an existing session (401 if anonymous).
+fn caller(ctx: &Ctx<AppState>) -> Result<Caller> {
+    let caller = Caller::from_ctx(ctx, &ctx.state.verifier)?;
+    caller.require()?;
+    Ok(caller)
+}
+
+/// The live session `upload_id` if `who` may use it; otherwise, or when expired, 404. The caller
+/// is judged as the identity it acts as for the session's owner (`Caller::acting_for`, the rule
+/// of `userId` in payloads): a service that created the session for a user (`upload.create`
+/// with `userId`) may then send its parts and complete or abort it; an admin keeps admin rights;
+/// anyone else must be the owner.
+async fn session_of(state: &AppState, upload_id: &str, who: &Caller) -> Result<UploadSession> {
     let session = state.store.get_upload(upload_id).await?.ok_or(MediaError::UploadNotFound)?;
-    if session.expires_at <= Timestamp::now() || !(who.is_admin() || who.user_id == session.user_id) {
+    let acting: Option<Identity> = who.clone().acting_for(Some(&session.user_id));
+    let allowed = acting.is_some_and(|me| me.is_admin() || me.user_id == session.user_id);
+    if session.expires_at <= Timestamp::now() || !allowed {
         return Err(MediaError::UploadNotFound);
     }
     Ok(session)
@@ -308,12 +356,29 @@ pub async fn sweep_expired(state: AppState, every: Duration) {
     }
 }
 
-/// One sweep: discards up to 100 expired sessions. Returns how many.
+/// One sweep: discards up to 100 expired sessions. Returns how many it discarded. Each is first
+/// claimed by deleting its session only if it is still expired (`delete_expired_upload`), so a
+/// session whose completion began, or that got a part since the listing, is left alone; then
+/// its parts are removed (parts left by a failure here are the orphan sweeper's).
 pub async fn sweep_once(state: &AppState) -> Result<usize> {
-    let expired = state.store.expired_uploads(Timestamp::now(), 100).await?;
+    let now = Timestamp::now();
+    let expired = state.store.expired_uploads(now, 100).await?;
+    let mut discarded = 0;
     for session in &expired {
+        if !state.store.delete_expired_upload(&session.upload_id, now).await? {
+            continue;
+        }
         tracing::info!(upload_id = %session.upload_id, "discarding expired upload");
-        discard(state, session).await;
+        if let Err(e) = state.blobs.abort_multipart(&session.storage_key, &session.backend_upload_id).await {
+            tracing::warn!(upload_id = %session.upload_id, error = %e, "could not remove parts");
+        }
+        discarded += 1;
     }
-    Ok(expired.len())
+    Ok(discarded)
+}
+
+/// The expiry of a session that is active now: `upload_ttl_secs` from now.
+fn ttl_from_now(state: &AppState) -> Timestamp {
+    let ttl_ms = i64::try_from(state.settings.upload_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
+    Timestamp::from_unix_millis(Timestamp::now().unix_millis().saturating_add(ttl_ms))
 }

@@ -119,3 +119,19 @@ async fn user_id_in_a_payload_is_honoured_only_for_admins_and_services() {
         .unwrap();
     assert_eq!(upload["userId"], "bob");
 }
+
+/// Issue 12 item 6: an `Authorization` header that is not a valid Bearer token is refused (401),
+/// never treated as anonymous, even where anonymous callers may read.
+#[tokio::test]
+async fn an_invalid_authorization_header_is_401_not_anonymous() {
+    let app = TestApp::spawn().await;
+    let public = make(&app, true).await;
+    let find = json!({"id": public["id"]});
+    assert!(app.call("media.findOne", find.clone(), None).await.is_ok(), "anonymous reads public media");
+    for value in ["Basic YWxpY2U6cHc=", "Bearer", "Bearer t\u{e9}k\u{e9}n", "garbage"] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Authorization", value);
+        let err = app.call_with("media.findOne", find.clone(), None, headers).await.unwrap_err();
+        assert_eq!((err.status, err.code.as_str()), (401, "UNAUTHENTICATED"), "{value:?}");
+    }
+}

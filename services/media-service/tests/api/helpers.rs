@@ -78,8 +78,7 @@ impl TestApp {
             Docs::Sqlite => StoreConfig::Sqlite { path: dir.path().join("media.db") },
             Docs::Mongo => {
                 let server = MongoServer::start();
-                let store =
-                    StoreConfig::Mongodb { uri: server.uri().to_owned(), database: server.database().to_owned() };
+                let store = StoreConfig::Mongodb { uri: server.uri().into(), database: server.database().to_owned() };
                 mongo = Some(server);
                 store
             }
@@ -120,6 +119,11 @@ impl TestApp {
     /// Whether documents live in the nx-27017 stand-in (not a real MongoDB).
     pub fn on_mongo_stand_in(&self) -> bool {
         self._mongo.as_ref().is_some_and(|m| m.is_stand_in())
+    }
+
+    /// The nats-server (its URL and the users' passwords, e.g. for a NestJS client).
+    pub fn nats_server(&self) -> &NatsServer {
+        &self._nats_server
     }
 
     /// Calls `subject` as the holder of `token` (anonymous when `None`).

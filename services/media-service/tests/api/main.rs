@@ -4,9 +4,15 @@
 //! - `subjects`: every subject, happy path and each error.
 //! - `access`: the access matrix (owner, other user, admin, service, anonymous × public, private ×
 //!   every subject).
+//! - `lifecycle`: cascades from NestJS events, retention purges, orphan sweeps, counters.
+//! - `quota`: per-user quotas (413 `QUOTA_EXCEEDED` before any byte) and `media.usage`.
+//! - `hardening`: issue 12's race, validation and upload fixes.
 //! - `uploads`: real files, the chunked path over two workers on both file stores, bad input.
 
 mod access;
+mod hardening;
 mod helpers;
+mod lifecycle;
+mod quota;
 mod subjects;
 mod uploads;

@@ -112,7 +112,8 @@ async fn media_content_grants_readers_a_signed_url_to_stored_bytes() {
     let media = app.upload(&alice, "a.png", &png, json!({})).await.unwrap();
     let id = media["id"].as_str().unwrap();
 
-    let signer = mediabus_auth::ContentSigner::new(&app.settings.content.signing_secret).unwrap();
+    let secret = mediabus_config::ExposeSecret::expose_secret(&app.settings.content.signing_secret);
+    let signer = mediabus_auth::ContentSigner::new(secret).unwrap();
     for caller in [&alice, &admin] {
         let ticket = app.call("media.content", json!({"id": id}), Some(caller)).await.unwrap();
         let token = ticket["token"].as_str().unwrap();

@@ -1,0 +1,147 @@
+//! W3C Trace Context (<https://www.w3.org/TR/trace-context/>, version `00`): the `traceparent`
+//! header `00-<trace-id: 32 hex>-<parent-id: 16 hex>-<flags: 2 hex>`, read from and written to
+//! NATS headers ([`async_nats::HeaderMap`]) and HTTP headers as a string.
+
+use std::fmt;
+
+/// The header name, lowercase as W3C writes it (NATS header lookup here is case-insensitive).
+pub const TRACEPARENT: &str = "traceparent";
+
+/// One hop of a trace: the trace id shared by every span of the trace, the id of the span that
+/// sent the message (the receiver's parent), and the flags (bit 0: sampled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 16 bytes, never all zero.
+    pub trace_id: [u8; 16],
+    /// 8 bytes, never all zero.
+    pub span_id: [u8; 8],
+    /// Trace flags; `0x01` = sampled.
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// A new trace (random trace and span ids, sampled): what the edge (the bridge) starts when a
+    /// request comes without a valid `traceparent`.
+    pub fn new_root() -> Self {
+        Self { trace_id: random_id(), span_id: random_id(), flags: 0x01 }
+    }
+
+    /// The same trace with a new span id: what a hop sends on as the parent of the next hop.
+    pub fn child(&self) -> Self {
+        Self { span_id: random_id(), ..*self }
+    }
+
+    /// Parses a `traceparent` value. Returns `None` for anything but a well-formed version-`00`
+    /// value with non-zero ids (W3C: such a header is ignored and a new trace starts). Higher
+    /// versions are read by their first four fields, as the spec asks.
+    pub fn parse(value: &str) -> Option<Self> {
+        let value = value.trim();
+        let mut parts = value.split('-');
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+            return None;
+        }
+        u8::from_str_radix(version, 16).ok()?;
+        let trace_id: [u8; 16] = hex_bytes(trace)?;
+        let span_id: [u8; 8] = hex_bytes(span)?;
+        let [flags] = hex_bytes::<1>(flags)?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(Self { trace_id, span_id, flags })
+    }
+
+    /// The context carried by `headers` (`traceparent`, any case), if valid.
+    pub fn from_headers(headers: Option<&async_nats::HeaderMap>) -> Option<Self> {
+        let headers = headers?;
+        let value = headers.get(TRACEPARENT).or_else(|| {
+            headers
+                .iter()
+                .find(|(k, _)| AsRef::<str>::as_ref(*k).eq_ignore_ascii_case(TRACEPARENT))
+                .and_then(|(_, v)| v.first())
+        })?;
+        Self::parse(value.as_str())
+    }
+
+    /// Writes this context as `traceparent` into `headers`, replacing any previous value.
+    pub fn inject(&self, headers: &mut async_nats::HeaderMap) {
+        headers.insert(TRACEPARENT, self.to_string().as_str());
+    }
+
+    /// The trace id as 32 lowercase hex digits (what logs carry as `trace_id`).
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+}
+
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.span_id), self.flags)
+    }
+}
+
+fn random_id<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // The OS source does not fail on supported systems; should it, a counter-seeded id still
+    // keeps traces apart within this process, which is all a trace id needs.
+    if getrandom::fill(&mut bytes).is_err() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static FALLBACK: AtomicU64 = AtomicU64::new(1);
+        let n = FALLBACK.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = n[i % 8] ^ (i as u8).wrapping_add(1);
+        }
+    }
+    if bytes.iter().all(|b| *b == 0) {
+        bytes[N - 1] = 1;
+    }
+    bytes
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Exactly `2 * N` lowercase hex digits (W3C forbids uppercase) into `N` bytes.
+fn hex_bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !text.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_malformed_values() {
+        let value = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let ctx = TraceContext::parse(value).unwrap();
+        assert_eq!(ctx.to_string(), value);
+        assert_eq!(ctx.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        let child = ctx.child();
+        assert_eq!((child.trace_id, child.flags), (ctx.trace_id, ctx.flags));
+        assert_ne!(child.span_id, ctx.span_id);
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+        }
+        let root = TraceContext::new_root();
+        assert_eq!(TraceContext::parse(&root.to_string()), Some(root));
+        let mut headers = async_nats::HeaderMap::new();
+        root.inject(&mut headers);
+        assert_eq!(TraceContext::from_headers(Some(&headers)), Some(root));
+    }
+}

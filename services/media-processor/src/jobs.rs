@@ -1,0 +1,374 @@
+//! The job runtime (DESIGN §9): the JetStream work-queue stream `MEDIA_JOBS`, the one durable
+//! pull consumer every processor shares, and the loop that pulls jobs and runs them
+//! ([`crate::worker`]).
+//!
+//! - Explicit ack: a job is acked once its media is finished (or the job is stale).
+//! - While a job runs it sends `AckKind::Progress` every third of `ack_wait`, so a transcode of
+//!   many minutes is not redelivered; a worker that dies stops sending them, and after
+//!   `ack_wait` the job goes to another worker.
+//! - A transient failure naks with a delay that doubles with each delivery
+//!   ([`crate::config::JobSettings::backoff`]); on the last of `max_deliver` deliveries the job
+//!   is written to the dead-letter stream `MEDIA_JOBS_DLQ` (a [`DeadJob`] an operator lists with
+//!   `nats stream view MEDIA_JOBS_DLQ`), its media ends `FAILED`, and the job is acked.
+//! - `max_ack_pending` bounds the jobs in flight across all workers; each worker runs at most
+//!   `jobs.concurrency` at once and pulls only when it has room.
+//! - Shutdown ([`Runtime::shutdown`]): stop pulling, let the jobs in hand finish for
+//!   `shutdown_grace_secs`, then hand the rest back (nak without delay) for another worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind, stream};
+use futures_util::StreamExt;
+use mediabus_contracts::Timestamp;
+use mediabus_contracts::jobs::{self, DeadJob, ProcessJob};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::{JobSettings, Settings};
+use crate::error::ProcessError;
+use crate::worker::{Outcome, Worker};
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DevSecret(#[from] mediabus_config::DevSecretError),
+    #[error("document store: {0}")]
+    Store(#[from] mediabus_store::StoreError),
+    #[error("file store: {0}")]
+    Storage(#[from] mediabus_storage::StorageError),
+    #[error("JetStream: {0}")]
+    JetStream(String),
+}
+
+/// The stream of jobs, as the media service creates it (whichever starts first): work-queue
+/// retention, one subject, [`jobs::MAX_AGE`], [`jobs::DUPLICATE_WINDOW`].
+pub fn stream_config() -> stream::Config {
+    stream::Config {
+        name: jobs::STREAM.into(),
+        subjects: vec![jobs::SUBJECT.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_age: jobs::MAX_AGE,
+        duplicate_window: jobs::DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// The dead-letter stream: limits retention (kept for `days`, listed by operators).
+pub fn dead_letter_config(days: u64) -> stream::Config {
+    stream::Config {
+        name: jobs::DLQ_STREAM.into(),
+        subjects: vec![jobs::DLQ_SUBJECT.into()],
+        max_age: Duration::from_secs(days.max(1) * 24 * 3600),
+        ..Default::default()
+    }
+}
+
+/// Gets the stream `config.name`, or creates it from `config` with `replicas` replicas
+/// (`num_replicas`, at least 1). One that exists with fewer replicas is logged, not updated: the
+/// `processor` user may create streams, not update them (nats/permissions.conf); an operator
+/// raises them (docker-compose.yml's `nats-streams`).
+///
+/// Errors: JetStream disabled or refusing the configuration (more replicas than nodes, say).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+    replicas: usize,
+) -> Result<stream::Stream, String> {
+    let config = stream::Config { num_replicas: replicas.max(1), ..config };
+    let (name, wanted) = (config.name.clone(), config.num_replicas);
+    let stream = js.get_or_create_stream(config).await.map_err(|e| e.to_string())?;
+    let has = stream.cached_info().config.num_replicas;
+    if has < wanted {
+        tracing::warn!(stream = %name, replicas = has, wanted, "stream has fewer replicas than configured");
+    }
+    Ok(stream)
+}
+
+/// The shared durable consumer, configured from `settings` (created, or updated to these
+/// settings if it exists: the last worker started sets them).
+pub fn consumer_config(settings: &JobSettings) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(jobs::CONSUMER.into()),
+        description: Some("media-processor workers (mediabus)".into()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: settings.ack_wait(),
+        max_deliver: settings.max_deliver(),
+        max_ack_pending: settings.max_ack_pending.max(1),
+        ..Default::default()
+    }
+}
+
+/// A started runtime: pulling and running jobs until [`Runtime::shutdown`].
+pub struct Runtime {
+    stop: CancellationToken,
+    hand_back: CancellationToken,
+    tasks: TaskTracker,
+    puller: tokio::task::JoinHandle<()>,
+    grace: Duration,
+    nats: async_nats::Client,
+}
+
+/// Opens the stores, creates the streams and the consumer, and starts pulling.
+///
+/// Errors: development secrets outside `env = dev`, a store that cannot be opened, JetStream
+/// unavailable or refusing the configuration.
+pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runtime, StartError> {
+    settings.refuse_dev_secrets()?;
+    let store = mediabus_store::open(&settings.store).await?;
+    let processing = mediabus_store::open_processing(&settings.store).await?;
+    let blobs = settings.storage.open().await?;
+    let js = jetstream::new(nats.clone());
+    let jet = |e: &dyn std::fmt::Display| StartError::JetStream(e.to_string());
+    let replicas = settings.jetstream.replicas;
+    let stream = ensure_stream(&js, stream_config(), replicas).await.map_err(|e| jet(&e))?;
+    ensure_stream(&js, dead_letter_config(settings.jobs.dead_letter_days), replicas).await.map_err(|e| jet(&e))?;
+    let consumer: PullConsumer = stream.create_consumer(consumer_config(&settings.jobs)).await.map_err(|e| jet(&e))?;
+    tokio::spawn(report_pending(consumer.clone()));
+    let settings = Arc::new(settings);
+    let worker = Worker::new(store, processing, blobs, nats.clone(), settings.clone());
+    let (stop, hand_back, tasks) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
+    let puller = tokio::spawn(pull_loop(Pull {
+        consumer,
+        js,
+        worker,
+        settings: settings.clone(),
+        stop: stop.clone(),
+        hand_back: hand_back.clone(),
+        tasks: tasks.clone(),
+    }));
+    tracing::info!(concurrency = settings.jobs.concurrency.max(1), "processing jobs");
+    Ok(Runtime { stop, hand_back, tasks, puller, grace: Duration::from_secs(settings.jobs.shutdown_grace_secs), nats })
+}
+
+impl Runtime {
+    /// Stops pulling, waits up to the grace period for the jobs in hand, hands back (naks) the
+    /// ones still running, and flushes the acks.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.puller.await;
+        self.tasks.close();
+        if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
+            tracing::info!("grace period over: handing the jobs in hand back");
+            self.hand_back.cancel();
+            self.tasks.wait().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// What the pull loop needs.
+struct Pull {
+    consumer: PullConsumer,
+    js: jetstream::Context,
+    worker: Worker,
+    settings: Arc<Settings>,
+    stop: CancellationToken,
+    hand_back: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// `mediabus_jobs_pending`: the consumer's `num_pending` (jobs not yet delivered to any worker),
+/// polled every 5 s for as long as the process runs (a no-op gauge without `metrics.listen`).
+async fn report_pending(mut consumer: PullConsumer) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        match consumer.info().await {
+            Ok(info) => metrics::gauge!("mediabus_jobs_pending").set(info.num_pending as f64),
+            Err(e) => tracing::debug!(error = %e, "cannot read the job consumer's info"),
+        }
+    }
+}
+
+/// `mediabus_jobs_total{kind,outcome}` and `mediabus_job_duration_seconds{kind}`: `kind` is the
+/// media type in lowercase (`image`, `video`, ...; `unknown` when the job ended before the media
+/// was read), `outcome` one of `ready`, `failed`, `skipped`, `retry`, `dead_letter`.
+fn record_job(kind: &str, outcome: &'static str, seconds: f64) {
+    metrics::counter!("mediabus_jobs_total", "kind" => kind.to_owned(), "outcome" => outcome).increment(1);
+    metrics::histogram!("mediabus_job_duration_seconds", "kind" => kind.to_owned()).record(seconds);
+}
+
+/// Pulls one job whenever a slot is free and runs it on its own task, until `stop`.
+async fn pull_loop(pull: Pull) {
+    let slots = Arc::new(Semaphore::new(pull.settings.jobs.concurrency.max(1)));
+    let expires = Duration::from_millis(pull.settings.jobs.pull_expires_ms.max(100));
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
+            () = pull.stop.cancelled() => return,
+        };
+        let batch = tokio::select! {
+            batch = pull.consumer.batch().max_messages(1).expires(expires).messages() => batch,
+            () = pull.stop.cancelled() => return,
+        };
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull jobs; retrying");
+                backoff_or_stop(&pull.stop).await;
+                continue;
+            }
+        };
+        // Not raced with `stop`: a pull ends by itself within `expires`, and a job it brings is
+        // then handed back rather than left to time out.
+        let message = match batch.next().await {
+            None => continue,
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "pull ended");
+                continue;
+            }
+        };
+        if pull.stop.is_cancelled() {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+        let job = Job {
+            js: pull.js.clone(),
+            worker: pull.worker.clone(),
+            settings: pull.settings.clone(),
+            hand_back: pull.hand_back.clone(),
+        };
+        // The job continues the trace of the upload that queued it (its `traceparent`): every log
+        // line of the job carries that trace id.
+        let trace = mediabus_telemetry::trace::TraceContext::from_headers(message.headers.as_ref())
+            .unwrap_or_else(mediabus_telemetry::trace::TraceContext::new_root);
+        let span = tracing::info_span!("job", trace_id = %trace.trace_id_hex());
+        pull.tasks.spawn(
+            async move {
+                job.handle(message).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// One second, or less if `stop` comes first.
+async fn backoff_or_stop(stop: &CancellationToken) {
+    tokio::select! { () = tokio::time::sleep(Duration::from_secs(1)) => {}, () = stop.cancelled() => {} }
+}
+
+/// What handling one message needs.
+struct Job {
+    js: jetstream::Context,
+    worker: Worker,
+    settings: Arc<Settings>,
+    hand_back: CancellationToken,
+}
+
+impl Job {
+    /// Runs one delivered job to an ack, a nak, or a dead letter. Never panics on bad input.
+    async fn handle(self, message: jetstream::Message) {
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        let job: ProcessJob = match serde_json::from_slice(&message.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                // It can never succeed: terminate it (no redelivery).
+                tracing::error!(error = %e, "malformed job, dropped");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let traceparent = message.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.as_str().to_owned());
+        let started = std::time::Instant::now();
+        let run = self.worker.run(&job, traceparent.as_deref());
+        tokio::pin!(run);
+        let mut heartbeat = tokio::time::interval(self.settings.jobs.heartbeat());
+        heartbeat.tick().await;
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = heartbeat.tick() => {
+                    if let Err(e) = message.ack_with(AckKind::Progress).await {
+                        tracing::warn!(id = %job.media_id, error = %e, "heartbeat failed");
+                    }
+                }
+                () = self.hand_back.cancelled() => {
+                    // Dropping `run` kills its ffmpeg (kill_on_drop) and removes its temp files.
+                    tracing::info!(id = %job.media_id, "handing the job back");
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    return;
+                }
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok(outcome) => {
+                match &outcome {
+                    Outcome::Finished(media) => {
+                        let kind = media.media_type.as_str().to_ascii_lowercase();
+                        let done =
+                            if media.status == mediabus_contracts::MediaStatus::Ready { "ready" } else { "failed" };
+                        record_job(&kind, done, seconds);
+                        tracing::info!(id = %job.media_id, status = media.status.as_str(), seconds, "job done")
+                    }
+                    Outcome::Skipped(why) => {
+                        record_job("unknown", "skipped", seconds);
+                        tracing::info!(id = %job.media_id, why, "job skipped")
+                    }
+                }
+                ack(&message, &job).await;
+            }
+            Err(e) if delivered >= self.settings.jobs.max_deliver() => {
+                tracing::error!(id = %job.media_id, delivered, error = %e, "job failed on its last delivery");
+                record_job("unknown", "dead_letter", seconds);
+                self.dead_letter(&job, delivered, &e).await;
+                match self.worker.give_up(&job, traceparent.as_deref()).await {
+                    Ok(_) => ack(&message, &job).await,
+                    Err(e) => {
+                        // The dead letter is written; the media stays PROCESSING until reprocessed.
+                        tracing::error!(id = %job.media_id, error = %e, "could not mark the media FAILED");
+                        ack(&message, &job).await;
+                    }
+                }
+            }
+            Err(e) => {
+                let delay = self.settings.jobs.backoff(delivered);
+                record_job("unknown", "retry", seconds);
+                tracing::warn!(id = %job.media_id, delivered, retry_in = ?delay, error = %e, "job failed; will retry");
+                if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                    tracing::warn!(id = %job.media_id, error = %e, "nak failed (redelivered after ack_wait)");
+                }
+            }
+        }
+    }
+
+    /// Writes the dead letter of `job` (with JetStream's ack; three tries).
+    async fn dead_letter(&self, job: &ProcessJob, deliveries: i64, error: &ProcessError) {
+        let dead = DeadJob {
+            job: job.clone(),
+            deliveries: deliveries.max(0) as u64,
+            error: error.to_string(),
+            failed_at: Timestamp::now(),
+        };
+        let Ok(body) = serde_json::to_vec(&dead) else { return };
+        for attempt in 1..=3 {
+            let publish = PublishMessage::build().payload(body.clone().into());
+            let result = match self.js.send_publish(jobs::DLQ_SUBJECT, publish).await {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(id = %job.media_id, attempt, error = %e, "dead letter not written"),
+            }
+        }
+        tracing::error!(id = %job.media_id, "dead letter lost; see the log line above for the job");
+    }
+}
+
+/// Acks `message` and waits for the server to confirm, so a finished job is not redelivered.
+async fn ack(message: &jetstream::Message, job: &ProcessJob) {
+    if let Err(e) = message.double_ack().await {
+        // Redelivered later: the run then finds the media finished and acks again.
+        tracing::warn!(id = %job.media_id, error = %e, "ack not confirmed");
+    }
+}

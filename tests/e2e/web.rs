@@ -1,0 +1,72 @@
+//! The web app (DESIGN §13) in headless Chromium: the whole stack as processes — nats-server,
+//! media service, media processor, auth service and the bridge serving the app at `/` — driven by
+//! `tests/web/library.py` (Playwright from PyPI on Debian's `/usr/bin/chromium`, both installed
+//! by `scripts/setup`): register, upload a JPEG and an MP4, watch them turn READY live, preview,
+//! play the HLS video, make public, delete, keyboard and phone viewport, no console errors.
+//!
+//! Screenshots of every step go to a temp dir, kept (and printed) when `MEDIABUS_WEB_SHOTS` names
+//! a directory; `MEDIABUS_WEB_README=docs/library.png` also refreshes README's screenshot
+//! (`scripts/screenshot` does both).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use mediabus_e2e::{WorkerProcess, built_bin};
+use mediabus_testkit::{NatsServer, media_files, repo_root};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_works_in_a_real_browser() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let files = dir.path().join("files").to_str().unwrap().to_owned();
+    let db = dir.path().join("media.db").to_str().unwrap().to_owned();
+    let service = |user: &str| {
+        let password = nats.password(user);
+        vec![
+            ("MEDIABUS__NATS__URL".to_owned(), url.clone()),
+            ("MEDIABUS__NATS__USER".to_owned(), user.to_owned()),
+            ("MEDIABUS__NATS__PASSWORD".to_owned(), password),
+            ("MEDIABUS__STORAGE__ROOT".to_owned(), files.clone()),
+            ("MEDIABUS__STORE__PATH".to_owned(), db.clone()),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ]
+    };
+    let spawn = |binary: &str, env: &[(String, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        WorkerProcess::spawn_with_env(&built_bin(binary), &env, &[])
+    };
+    let _media = spawn("media-service", &service("media"));
+    let _processor = spawn("media-processor", &service("processor"));
+    let mut auth = service("auth");
+    // The lowest bcrypt cost: registering in the browser stays quick.
+    auth.push(("MEDIABUS__AUTH__BCRYPT_COST".into(), "4".into()));
+    let _auth = spawn("auth-service", &auth);
+    let mut bridge = service("bridge");
+    bridge.push(("MEDIABUS__HTTP__LISTEN".into(), "127.0.0.1:0".into()));
+    let web = repo_root().join("services/http-bridge/web");
+    bridge.push(("MEDIABUS__WEB__DIR".into(), web.to_str().unwrap().to_owned()));
+    let bridge = spawn("http-bridge", &bridge);
+
+    let kept = std::env::var_os("MEDIABUS_WEB_SHOTS").map(PathBuf::from);
+    let shots = kept.clone().unwrap_or_else(|| dir.path().join("shots"));
+    let mut script = Command::new(repo_root().join(".venv/bin/python"));
+    script
+        .arg(repo_root().join("tests/web/library.py"))
+        .args(["--url", &format!("http://127.0.0.1:{}", bridge.ready_port())])
+        .arg("--shots")
+        .arg(&shots)
+        .arg("--image")
+        .arg(&media_files().jpeg)
+        .arg("--video")
+        .arg(&media_files().mp4);
+    if let Some(readme) = std::env::var_os("MEDIABUS_WEB_README") {
+        script.arg("--readme").arg(repo_root().join(readme));
+    }
+    let out = tokio::task::spawn_blocking(move || script.output().expect("run tests/web/library.py")).await.unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the browser run failed (screenshots: {}):\n{log}", shots.display());
+    if let Some(kept) = kept {
+        eprintln!("screenshots kept in {}", kept.display());
+    }
+}
