@@ -120,6 +120,13 @@ async fn total_instructions(server: &NatsServer, dir: &Path, worker: Worker, ext
         }
     };
     let body = Bytes::from(body.to_string());
+    // READY can come before the server has the subscription (slow under valgrind): poll until a
+    // first request is answered (not counted: both runs make it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client.request_with_headers(subject, headers.clone(), body.clone()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "{subject}: no answer under callgrind in 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for _ in 0..WARM_UP + extra {
         let reply = client.request_with_headers(subject, headers.clone(), body.clone()).await.expect("request");
         assert!(!reply.payload.starts_with(b"{\"err\""), "error reply: {:?}", reply.payload);
