@@ -8,6 +8,7 @@
 //! - [`NatsSettings`]: the `[nats]` settings (URL, user, password) and the connection they make.
 //! - [`RpcError`]: the `{status, code, message}` error object every failure becomes.
 //! - [`envelope`]: the NestJS packet and reply encoding.
+//! - [`streams`]: creating the JetStream streams services share (events, jobs).
 
 mod client;
 mod connection;
@@ -16,6 +17,7 @@ mod error;
 mod router;
 mod service;
 mod service_api;
+pub mod streams;
 
 pub use client::RpcClient;
 pub use connection::NatsSettings;

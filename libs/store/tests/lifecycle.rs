@@ -8,8 +8,10 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use mediabus_contracts::lifecycle::MediaStats;
 use mediabus_contracts::{Media, MediaRecord, MediaStatus, MediaType, Timestamp, Variant};
-use mediabus_store::{LifecycleStore, MediaStore, MongoStore, RemovalScope, SqliteStore, UploadSession};
-use mediabus_testkit::MongoServer;
+use mediabus_store::{LifecycleStore, MediaStore, RemovalScope, SqliteStore, UploadSession};
+
+mod backends;
+use backends::contract;
 
 /// 2026-11-21T00:00:00Z: times are fixed, not read from the clock.
 const BASE_MS: i64 = 1_795_219_200_000;
@@ -264,47 +266,6 @@ async fn counters_add_up(store: &dyn MediaStore) {
 
 // ---------------------------------------------------------------------------------------------
 // Running the contract on each backend
-
-async fn sqlite_store() -> (SqliteStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("lifecycle.db")).await.unwrap();
-    (store, dir)
-}
-
-async fn mongo_store() -> (MongoStore, MongoServer) {
-    let server = MongoServer::start();
-    let store = MongoStore::connect(server.uri(), server.database()).await.unwrap();
-    if server.is_stand_in() {
-        // nx-27017 gap (see contract.rs): the listing indexes that end in `_id` break its inserts.
-        store.database().collection::<mongodb::bson::Document>("media").drop_indexes().await.unwrap();
-    }
-    (store, server)
-}
-
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _dir) = super::sqlite_store().await;
-                    super::$name(&store).await;
-                }
-            )*
-        }
-        mod mongo {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _server) = super::mongo_store().await;
-                    super::$name(&store).await;
-                    // Only reached when the contract passed (see contract.rs).
-                    store.database().drop().await.unwrap();
-                }
-            )*
-        }
-    };
-}
 
 contract!(
     cascades_remove_by_user_and_by_entity_once,

@@ -6,9 +6,11 @@ use futures_util::future::join_all;
 use mediabus_contracts::{
     ListFilter, Media, MediaRecord, MediaStatus, MediaType, Timestamp, Variant, Visibility, new_media_id,
 };
-use mediabus_store::{MediaStore, MongoStore, ProcessingStore, SqliteStore};
-use mediabus_testkit::MongoServer;
+use mediabus_store::{MediaStore, ProcessingStore};
 use serde_json::json;
+
+mod backends;
+use backends::contract;
 
 /// 2026-11-21T00:00:00Z: times are fixed, whole seconds apart (nx-27017 compares dates at
 /// second precision).
@@ -157,47 +159,6 @@ async fn restart_requeues_stored_media_only<S: MediaStore + ProcessingStore>(sto
         assert_eq!(store.restart_processing(other, at_secs(5)).await.unwrap(), None, "{other}");
     }
     assert_eq!(store.get(&removed.media.id).await.unwrap().unwrap(), removed, "unchanged");
-}
-
-async fn sqlite_store() -> (SqliteStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("processing.db")).await.unwrap();
-    (store, dir)
-}
-
-async fn mongo_store() -> (MongoStore, MongoServer) {
-    let server = MongoServer::start();
-    let store = MongoStore::connect(server.uri(), server.database()).await.unwrap();
-    if server.is_stand_in() {
-        // nx-27017 breaks every insert once a compound index ending in `_id` exists (see
-        // `contract.rs`): drop the listing indexes there; real MongoDB keeps them.
-        store.database().collection::<mongodb::bson::Document>("media").drop_indexes().await.unwrap();
-    }
-    (store, server)
-}
-
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _dir) = super::sqlite_store().await;
-                    super::$name(&store).await;
-                }
-            )*
-        }
-        mod mongo {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _server) = super::mongo_store().await;
-                    super::$name(&store).await;
-                    store.database().drop().await.unwrap();
-                }
-            )*
-        }
-    };
 }
 
 contract!(

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use mediabus_contracts::Timestamp;
-use mediabus_store::{LoginAttempts, MongoStore, RefreshToken, Rotation, SqliteStore, StoreError, User, UserStore};
-use mediabus_testkit::MongoServer;
+use mediabus_store::{LoginAttempts, RefreshToken, Rotation, SqliteStore, StoreError, User, UserStore};
+
+mod backends;
+use backends::contract;
 
 /// 2026-11-21T00:00:00Z: times are fixed, not read from the clock.
 const BASE_MS: i64 = 1_795_219_200_000;
@@ -259,43 +261,6 @@ async fn purge_removes_what_expired(store: &dyn UserStore) {
 
 // ---------------------------------------------------------------------------------------------
 // Running the contract on each backend
-
-async fn sqlite_store() -> (SqliteStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("users.db")).await.unwrap();
-    (store, dir)
-}
-
-async fn mongo_store() -> (MongoStore, MongoServer) {
-    let server = MongoServer::start();
-    let store = MongoStore::connect(server.uri(), server.database()).await.unwrap();
-    (store, server)
-}
-
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _dir) = super::sqlite_store().await;
-                    super::$name(&store).await;
-                }
-            )*
-        }
-        mod mongo {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (store, _server) = super::mongo_store().await;
-                    super::$name(&store).await;
-                    // Only reached when the contract passed (see contract.rs).
-                    store.database().drop().await.unwrap();
-                }
-            )*
-        }
-    };
-}
 
 contract!(
     users_round_trip_with_unique_emails,

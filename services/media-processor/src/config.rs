@@ -36,7 +36,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct JetStreamSettings {
     /// Replicas of a stream created here (`num_replicas`): 1 on one nats-server, 3 on a 3-node
-    /// cluster. An existing stream keeps its own (see [`crate::jobs::ensure_stream`]).
+    /// cluster. An existing stream keeps its own (see [`mediabus_rpc::streams::ensure_stream`]).
     pub replicas: usize,
 }
 

@@ -69,27 +69,6 @@ pub fn dead_letter_config(days: u64) -> stream::Config {
     }
 }
 
-/// Gets the stream `config.name`, or creates it from `config` with `replicas` replicas
-/// (`num_replicas`, at least 1). One that exists with fewer replicas is logged, not updated: the
-/// `processor` user may create streams, not update them (nats/permissions.conf); an operator
-/// raises them (docker-compose.yml's `nats-streams`).
-///
-/// Errors: JetStream disabled or refusing the configuration (more replicas than nodes, say).
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    config: stream::Config,
-    replicas: usize,
-) -> Result<stream::Stream, String> {
-    let config = stream::Config { num_replicas: replicas.max(1), ..config };
-    let (name, wanted) = (config.name.clone(), config.num_replicas);
-    let stream = js.get_or_create_stream(config).await.map_err(|e| e.to_string())?;
-    let has = stream.cached_info().config.num_replicas;
-    if has < wanted {
-        tracing::warn!(stream = %name, replicas = has, wanted, "stream has fewer replicas than configured");
-    }
-    Ok(stream)
-}
-
 /// The shared durable consumer, configured from `settings` (created, or updated to these
 /// settings if it exists: the last worker started sets them).
 pub fn consumer_config(settings: &JobSettings) -> consumer::pull::Config {
@@ -126,8 +105,10 @@ pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runti
     let js = jetstream::new(nats.clone());
     let jet = |e: &dyn std::fmt::Display| StartError::JetStream(e.to_string());
     let replicas = settings.jetstream.replicas;
-    let stream = ensure_stream(&js, stream_config(), replicas).await.map_err(|e| jet(&e))?;
-    ensure_stream(&js, dead_letter_config(settings.jobs.dead_letter_days), replicas).await.map_err(|e| jet(&e))?;
+    let stream = mediabus_rpc::streams::ensure_stream(&js, stream_config(), replicas).await.map_err(|e| jet(&e))?;
+    mediabus_rpc::streams::ensure_stream(&js, dead_letter_config(settings.jobs.dead_letter_days), replicas)
+        .await
+        .map_err(|e| jet(&e))?;
     let consumer: PullConsumer = stream.create_consumer(consumer_config(&settings.jobs)).await.map_err(|e| jet(&e))?;
     tokio::spawn(report_pending(consumer.clone()));
     let settings = Arc::new(settings);

@@ -25,7 +25,7 @@ impl Events {
     }
 
     /// Creates the stream with `replicas` replicas if it does not exist (every worker may race
-    /// to; the server settles it); see [`ensure_stream`].
+    /// to; the server settles it); see [`mediabus_rpc::streams::ensure_stream`].
     ///
     /// Errors: JetStream disabled or refusing the configuration (e.g. more replicas than nodes).
     pub async fn ensure_stream(&self, replicas: usize) -> Result<(), String> {
@@ -43,7 +43,7 @@ impl Events {
             max_age: MAX_AGE,
             ..Default::default()
         };
-        ensure_stream(&js, config, replicas).await.map(drop)
+        mediabus_rpc::streams::ensure_stream(&js, config, replicas).await.map(drop)
     }
 
     /// Emits `subject` with `media` as data. Of `headers` (a request's forwarded headers) only
@@ -55,30 +55,6 @@ impl Events {
             tracing::warn!(%subject, id = %media.id, error = %e, "could not publish event");
         }
     }
-}
-
-/// Gets the stream `config.name`, or creates it from `config` with `replicas` replicas
-/// (`num_replicas`, at least 1).
-///
-/// A stream that exists keeps its configuration: one with fewer replicas than asked for is
-/// logged as a warning, not updated, because the services' NATS users may create streams but not
-/// update them (nats/permissions.conf); an operator raises them (docker-compose.yml's one-shot
-/// `nats-streams`, or `nats stream edit --replicas`).
-///
-/// Errors: JetStream disabled or refusing the configuration (more replicas than nodes, say).
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    config: stream::Config,
-    replicas: usize,
-) -> Result<stream::Stream, String> {
-    let config = stream::Config { num_replicas: replicas.max(1), ..config };
-    let (name, wanted) = (config.name.clone(), config.num_replicas);
-    let stream = js.get_or_create_stream(config).await.map_err(|e| e.to_string())?;
-    let has = stream.cached_info().config.num_replicas;
-    if has < wanted {
-        tracing::warn!(stream = %name, replicas = has, wanted, "stream has fewer replicas than configured");
-    }
-    Ok(stream)
 }
 
 /// The headers an event carries: `traceparent` (W3C trace context) of `request`, if any, and

@@ -77,11 +77,11 @@ impl Jobs {
     }
 
     /// Creates the stream [`jobs::STREAM`] with `replicas` replicas if it does not exist (every
-    /// worker may race to); see [`crate::events::ensure_stream`].
+    /// worker may race to); see [`mediabus_rpc::streams::ensure_stream`].
     ///
     /// Errors: JetStream disabled or refusing the configuration.
     pub async fn ensure_stream(&self, replicas: usize) -> Result<(), String> {
-        crate::events::ensure_stream(&self.js, stream_config(), replicas).await.map(drop)
+        mediabus_rpc::streams::ensure_stream(&self.js, stream_config(), replicas).await.map(drop)
     }
 
     /// Publishes the job of `media` with `msg_id` as `Nats-Msg-Id`, waiting for JetStream to
