@@ -37,30 +37,8 @@ async fn the_bridge_conforms_to_its_openapi_document() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
 
     let base = format!("http://{addr}");
-    // Its working directory is a temp dir: schemathesis writes nothing into the repository.
-    let workdir = tempfile::tempdir().unwrap();
-    let mut command = tokio::process::Command::new(&schemathesis);
-    command
-        .arg("run")
-        .arg(format!("{base}/openapi.json"))
-        .args(["--url", &base])
-        .args(["--header", &format!("Authorization: Bearer {token}")])
-        .args(["--checks", CHECKS])
-        .args(["--max-examples", MAX_EXAMPLES])
-        .args(["--phases", "examples,coverage,fuzzing"])
-        // One worker: with more, hypothesis parses lambda sources from several threads at once,
-        // which CPython 3.11 can fail with "AST constructor recursion depth mismatch".
-        .args(["--workers", "1", "--request-timeout", "20", "--generation-database", "none", "--no-color"]);
-    let child =
-        command.current_dir(workdir.path()).env("NO_COLOR", "1").stdin(Stdio::null()).kill_on_drop(true).output();
-    let output = tokio::time::timeout(Duration::from_secs(300), child)
-        .await
-        .expect("schemathesis finishes within 5 minutes")
-        .expect("schemathesis runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "schemathesis failed ({}):\n{stdout}\n{stderr}", output.status);
-    println!("{stdout}");
+    let auth = format!("Authorization: Bearer {token}");
+    let stdout = run(&schemathesis, &base, &["--header", &auth, "--max-examples", MAX_EXAMPLES]).await;
     // Every documented operation was exercised (not skipped, not filtered out).
     let documented = serde_json::to_value(http_bridge::openapi::document()).unwrap()["paths"]
         .as_object()
@@ -73,4 +51,58 @@ async fn the_bridge_conforms_to_its_openapi_document() {
         .find_map(|line| line.trim().strip_prefix("Tested:"))
         .and_then(|n| n.trim().parse::<usize>().ok());
     assert_eq!(tested, Some(documented), "operations tested by schemathesis vs documented:\n{stdout}");
+}
+
+/// The live event stream against its documented event schema, on every run: with `Last-Event-ID: 0`
+/// each `GET /api/events` replays the media created above, so every response carries real events
+/// (the general pass reaches them only when its generated `Last-Event-ID` happens to be low).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_conform_to_the_documented_event_schema() {
+    let schemathesis = repo_root().join(".venv/bin/schemathesis");
+    let stack = Stack::start(true, &["media", "auth"]).await;
+    let addr = stack.listen().await;
+    let (token, _) = stack.register("sse-schema").await;
+    let media = json!({"originalName": "cat.png", "mimeType": "image/png", "size": 3, "url": "/cat.png"});
+    let (status, created) = stack.send("POST", "/api/media", Some(&token), Some(&media.to_string())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let base = format!("http://{addr}");
+    let auth = format!("Authorization: Bearer {token}");
+    let stdout = run(
+        &schemathesis,
+        &base,
+        &["--header", &auth, "--header", "Last-Event-ID: 0", "--include-path", "/api/events", "--max-examples", "5"],
+    )
+    .await;
+    assert!(stdout.contains("Tested: 1"), "GET /api/events was not exercised:\n{stdout}");
+}
+
+/// Runs `schemathesis run` against the bridge at `base` with the shared checks and `extra`
+/// arguments; returns its standard output and fails the test unless it passed. An event stream is
+/// read for at most 2 events or the 20 s request timeout (`schemathesis.toml` in the temp dir).
+async fn run(schemathesis: &std::path::Path, base: &str, extra: &[&str]) -> String {
+    // Its working directory is a temp dir: schemathesis writes nothing into the repository.
+    let workdir = tempfile::tempdir().unwrap();
+    std::fs::write(workdir.path().join("schemathesis.toml"), "max-stream-events = 2\n").unwrap();
+    let mut command = tokio::process::Command::new(schemathesis);
+    command
+        .arg("run")
+        .arg(format!("{base}/openapi.json"))
+        .args(["--url", base])
+        .args(["--checks", CHECKS])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        // One worker: with more, hypothesis parses lambda sources from several threads at once,
+        // which CPython 3.11 can fail with "AST constructor recursion depth mismatch".
+        .args(["--workers", "1", "--request-timeout", "20", "--generation-database", "none", "--no-color"])
+        .args(extra);
+    let child =
+        command.current_dir(workdir.path()).env("NO_COLOR", "1").stdin(Stdio::null()).kill_on_drop(true).output();
+    let output = tokio::time::timeout(Duration::from_secs(300), child)
+        .await
+        .expect("schemathesis finishes within 5 minutes")
+        .expect("schemathesis runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "schemathesis failed ({}):\n{stdout}\n{stderr}", output.status);
+    println!("{stdout}");
+    stdout
 }

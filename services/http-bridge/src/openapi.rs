@@ -750,10 +750,20 @@ fn hls_and_events_routes(paths: &mut Paths) {
         query("entityId", "With `entityType`: the entity whose public media to follow."),
         header_param("Last-Event-ID", "The id of the last event received: the stream resumes right after it."),
     ];
-    let stream = ObjectBuilder::new().schema_type(Type::String).description(Some(
-        "`text/event-stream`: `event: media.created|media.updated|media.removed|media.processed`, `id: <stream \
-         sequence>`, `data: <Media JSON>`; a comment line every 15 s keeps the connection open.",
-    ));
+    // Before OpenAPI 3.2 (`itemSchema`), the schema of a `text/event-stream` describes one event:
+    // its fields as an object (https://html.spec.whatwg.org/multipage/server-sent-events.html).
+    let subjects = ["media.created", "media.updated", "media.removed", "media.processed"];
+    let stream = ObjectBuilder::new()
+        .description(Some(
+            "One Server-Sent Event; `data` is the media's document as JSON (the Media schema). A comment line \
+             every 15 s keeps the connection open.",
+        ))
+        .property("event", string_schema().enum_values(Some(subjects)).description(Some("The media event's subject.")))
+        .property("id", string_schema().pattern(Some("^[0-9]+$")).description(Some("The event's stream sequence.")))
+        .property("data", string_schema().content_media_type("application/json"))
+        .required("event")
+        .required("id")
+        .required("data");
     let mut responses = ResponsesBuilder::new().response(
         "200",
         ResponseBuilder::new()
@@ -1023,7 +1033,10 @@ mod tests {
         assert!(hls["200"]["content"]["application/vnd.apple.mpegurl"].is_object());
         assert!(hls["206"].is_object() && hls["400"].is_object());
         let events = &doc["paths"]["/api/events"]["get"]["responses"];
-        assert!(events["200"]["content"]["text/event-stream"].is_object());
+        // One event per schema (OpenAPI 3.1 reading of an event stream), not the stream as a string.
+        let event = &events["200"]["content"]["text/event-stream"]["schema"];
+        assert_eq!(event["required"], serde_json::json!(["event", "id", "data"]));
+        assert_eq!(event["properties"]["data"]["contentMediaType"], "application/json");
         assert!(events["401"].is_object());
     }
 }
