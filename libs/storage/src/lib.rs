@@ -34,7 +34,7 @@ mod s3;
 
 pub use config::StorageConfig;
 pub use local::LocalStore;
-pub use s3::{S3Config, S3Store};
+pub use s3::{DIGEST_PREFIX, S3Config, S3Store};
 
 use std::collections::HashSet;
 use std::io;
@@ -235,10 +235,12 @@ pub trait BlobStore: Send + Sync {
     /// `key`, atomically like [`put`](Self::put), and ends the upload.
     ///
     /// The returned SHA-256 covers the whole object. Parts arrive at different workers, so no one
-    /// process saw every byte: the local backend reads the finished file back once (parts put with
-    /// [`put_part_at`](Self::put_part_at) already sit in it; others are concatenated first); the
-    /// S3 backend reads the completed object back once (an extra full download, pinned to the new
-    /// object's ETag).
+    /// process saw every byte, so both backends keep a running digest of the parts put in order
+    /// with [`put_part_at`](Self::put_part_at) and read back only the bytes it does not cover:
+    /// the local backend from the finished file (parts put with `put_part_at` already sit in it;
+    /// others are concatenated first), the S3 backend from the completed object, pinned to its
+    /// new ETag (none at all when every part arrived in order; the state lives under
+    /// [`DIGEST_PREFIX`] until then).
     ///
     /// Errors: `NotFound` (no such upload), `InvalidPart` (see the variant).
     async fn complete_multipart(
@@ -303,8 +305,9 @@ pub trait BlobStore: Send + Sync {
     }
 
     /// Removes the store's own temp files not modified for `older_than` (leftovers of writes that
-    /// crashed; a live write touches its file with every chunk) and returns how many went. Only the
-    /// local store has any; the default does nothing.
+    /// crashed; a live write touches its file with every chunk) and returns how many went: the
+    /// local store's temp files, the S3 store's running digests of abandoned uploads. The default
+    /// does nothing.
     async fn sweep_temp(&self, older_than: Duration) -> Result<usize, StorageError> {
         let _ = older_than;
         Ok(0)

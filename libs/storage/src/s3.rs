@@ -3,6 +3,8 @@
 //! The client is configured by hand, without `aws-config`: credentials, region and endpoint come
 //! from our own config, never from the environment or instance metadata, and the crate stays small.
 
+mod digest;
+
 use std::fmt;
 use std::io;
 use std::time::{Duration, SystemTime};
@@ -20,6 +22,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+pub use self::digest::DIGEST_PREFIX;
+use self::digest::{MAX_ENCODED, PartsDigest, digest_key};
 use crate::{
     BlobStore, ByteRange, ByteStream, IncompleteUpload, ListedObject, ObjectMeta, PartReceipt, StorageError, Stored,
     check_part_number, clamp_list_limit, validate_key, validate_part_list, validate_prefix,
@@ -178,6 +182,54 @@ impl S3Store {
         Ok(())
     }
 
+    /// Hashes `data`, part `receipt.part_number` starting at byte `offset`, into the upload's
+    /// running digest if it continues it (part 1 starts one); drops the digest if the part was
+    /// sent again over bytes already hashed with other content. Errors: the store's.
+    async fn advance_digest(
+        &self,
+        upload_id: &str,
+        offset: u64,
+        receipt: &PartReceipt,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        let key = digest_key(upload_id);
+        let mut digest = match self.load_digest(&key).await? {
+            Some(d) if d.len == offset && d.parts + 1 == receipt.part_number => d,
+            None if offset == 0 && receipt.part_number == 1 => PartsDigest::new(),
+            Some(d) if offset < d.len => return self.delete(&key).await,
+            _ => return Ok(()),
+        };
+        let etag = receipt.etag.clone();
+        // Hashing a part (megabytes) is CPU work: off the async threads.
+        digest = tokio::task::spawn_blocking(move || {
+            digest.push(&data, &etag);
+            digest
+        })
+        .await
+        .map_err(|e| StorageError::Backend(format!("hashing a part: {e}")))?;
+        let put = self.client.put_object().bucket(&self.bucket).key(&key).body(AwsBody::from(digest.encode()));
+        put.send().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// The running digest stored under `key`; `None` if there is none or it does not parse.
+    async fn load_digest(&self, key: &str) -> Result<Option<PartsDigest>, StorageError> {
+        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(map_err) {
+            Ok(out) => out,
+            Err(StorageError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut body = out.body;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(io::Error::from)?);
+            if bytes.len() > MAX_ENCODED {
+                return Ok(None);
+            }
+        }
+        Ok(PartsDigest::decode(&bytes))
+    }
+
     /// CompleteMultipartUpload; returns the new object's ETag.
     async fn complete(
         &self,
@@ -299,6 +351,21 @@ impl BlobStore for S3Store {
         Ok(PartReceipt { part_number, etag, size })
     }
 
+    /// Stores the part, then advances the upload's running digest if the part continues it.
+    async fn put_part_at(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<PartReceipt, StorageError> {
+        let receipt = self.put_part(key, upload_id, part_number, data.clone()).await?;
+        // The part is stored either way: a digest not advanced only means completion reads more.
+        let _ = self.advance_digest(upload_id, offset, &receipt, data).await;
+        Ok(receipt)
+    }
+
     async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<PartReceipt>, StorageError> {
         validate_key(key)?;
         validate_upload_id(upload_id)?;
@@ -341,18 +408,30 @@ impl BlobStore for S3Store {
         validate_upload_id(upload_id)?;
         validate_part_list(parts)?;
         let etag = self.complete(key, upload_id, parts).await?;
-        // No process saw every part, so the hash needs one read of the whole object. If-Match
-        // pins it to the object just completed: a concurrent overwrite fails instead of hashing
-        // someone else's bytes.
-        let out =
-            self.client.get_object().bucket(&self.bucket).key(key).set_if_match(etag).send().await.map_err(map_err)?;
-        let mut body = out.body;
-        let mut hasher = Sha256::new();
-        let mut size = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(io::Error::from)?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
+        let total: u64 = parts.iter().map(|p| p.size).sum();
+        let state = digest_key(upload_id);
+        let digest = self.load_digest(&state).await.ok().flatten().filter(|d| d.matches(parts));
+        let _ = self.delete(&state).await;
+        let PartsDigest { mut hasher, len: mut size, .. } = digest.unwrap_or_else(PartsDigest::new);
+        // Only what the running digest does not cover is read back (all of it if no part
+        // continued the digest). If-Match pins the reads to the object just completed: a
+        // concurrent overwrite fails instead of hashing someone else's bytes.
+        if size < total {
+            let range = (size > 0).then(|| format!("bytes={size}-"));
+            let get = self.client.get_object().bucket(&self.bucket).key(key).set_if_match(etag).set_range(range);
+            let mut body = get.send().await.map_err(map_err)?.body;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(io::Error::from)?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+            }
+        } else {
+            let head = self.client.head_object().bucket(&self.bucket).key(key).set_if_match(etag);
+            let out = head.send().await.map_err(map_err)?;
+            size = out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        }
+        if size != total {
+            return Err(StorageError::Backend(format!("completed object holds {size} bytes, its parts {total}")));
         }
         Ok(Stored { size, sha256_hex: hex::encode(hasher.finalize()) })
     }
@@ -360,6 +439,7 @@ impl BlobStore for S3Store {
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
         validate_key(key)?;
         validate_upload_id(upload_id)?;
+        self.delete(&digest_key(upload_id)).await?;
         let sent = self
             .client
             .abort_multipart_upload()
@@ -388,6 +468,23 @@ impl BlobStore for S3Store {
 
     fn min_part_size(&self) -> u64 {
         S3_MIN_PART_SIZE
+    }
+
+    /// Removes running digests ([`DIGEST_PREFIX`]) not written for `older_than`: each part of a
+    /// live upload rewrites its digest, so these belong to uploads abandoned or crashed.
+    async fn sweep_temp(&self, older_than: Duration) -> Result<usize, StorageError> {
+        let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut removed = 0;
+        let mut after = None;
+        loop {
+            let page = self.list(DIGEST_PREFIX, after.as_deref(), crate::MAX_LIST_LIMIT).await?;
+            let Some(last) = page.last() else { return Ok(removed) };
+            after = Some(last.key.clone());
+            for object in page.iter().filter(|o| o.last_modified <= cutoff) {
+                self.delete(&object.key).await?;
+                removed += 1;
+            }
+        }
     }
 
     async fn list(

@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use mediabus_storage::{
-    BlobStore, ByteRange, ByteStream, LocalStore, S3Config, S3Store, StorageError, body_from_bytes, new_key,
+    BlobStore, ByteRange, ByteStream, DIGEST_PREFIX, LocalStore, S3Config, S3Store, StorageError, body_from_bytes,
+    new_key,
 };
 use mediabus_testkit::SeaweedS3;
 use sha2::{Digest, Sha256};
@@ -829,6 +830,73 @@ mod s3 {
         whole.extend_from_slice(b"newer");
         assert_eq!(stored.sha256_hex, sha256_hex(&whole));
         assert_eq!(get_bytes(&store, &key).await, whole);
+    }
+
+    /// Sizes of the running digests stored in the test's bucket (one per upload in flight).
+    async fn digests(store: &S3Store) -> Vec<u64> {
+        let listed = store.list(DIGEST_PREFIX, None, 100).await.unwrap();
+        listed.iter().map(|o| o.size).collect()
+    }
+
+    /// Parts put in order with their offsets keep a running digest in the bucket, so completion
+    /// reads back only what it does not cover; out of order, or with a part sent again over
+    /// hashed bytes, the checksum is still that of the object. Completion, abort and the temp
+    /// sweep remove the digest.
+    #[tokio::test]
+    async fn parts_in_order_are_hashed_as_they_arrive() {
+        let store = store("parts_in_order_are_hashed_as_they_arrive").await;
+        let min = store.min_part_size() as usize;
+        let mut parts = [pattern_bytes(81, min), pattern_bytes(82, min), pattern_bytes(83, 9)];
+        let put = async |key: &str, id: &str, n: usize, data: &[u8]| {
+            let at = (n * min) as u64;
+            store.put_part_at(key, id, n as u32 + 1, at, Bytes::copy_from_slice(data)).await.unwrap()
+        };
+        let complete = async |key: &str, id: &str, receipts: &[mediabus_storage::PartReceipt]| {
+            store.complete_multipart(key, id, receipts).await.unwrap().sha256_hex
+        };
+
+        let key = new_key();
+        let id = store.create_multipart(&key).await.unwrap();
+        let mut receipts = Vec::new();
+        for (n, data) in parts.iter().enumerate() {
+            receipts.push(put(&key, &id, n, data).await);
+            assert_eq!(digests(&store).await.len(), 1, "one digest for the upload after part {}", n + 1);
+        }
+        assert_eq!(complete(&key, &id, &receipts).await, sha256_hex(&parts.concat()), "in order");
+        assert_eq!(digests(&store).await, Vec::<u64>::new(), "completion removes the digest");
+        assert_eq!(get_bytes(&store, &key).await, parts.concat());
+
+        // Out of order: part 2 first continues nothing; the digest covers part 1 only.
+        let key = new_key();
+        let id = store.create_multipart(&key).await.unwrap();
+        let r2 = put(&key, &id, 1, &parts[1]).await;
+        assert_eq!(digests(&store).await, Vec::<u64>::new(), "part 2 alone starts no digest");
+        let r1 = put(&key, &id, 0, &parts[0]).await;
+        let r3 = put(&key, &id, 2, &parts[2]).await;
+        assert_eq!(complete(&key, &id, &[r1, r2, r3]).await, sha256_hex(&parts.concat()), "out of order");
+
+        // Part 1 sent again with other bytes after parts 1 and 2 were hashed.
+        let key = new_key();
+        let id = store.create_multipart(&key).await.unwrap();
+        put(&key, &id, 0, &parts[0]).await;
+        let r2 = put(&key, &id, 1, &parts[1]).await;
+        parts[0] = pattern_bytes(84, min);
+        let r1 = put(&key, &id, 0, &parts[0]).await;
+        assert_eq!(digests(&store).await, Vec::<u64>::new(), "a part sent over hashed bytes drops the digest");
+        let r3 = put(&key, &id, 2, &parts[2]).await;
+        assert_eq!(complete(&key, &id, &[r1, r2, r3]).await, sha256_hex(&parts.concat()), "part 1 replaced");
+
+        // Abort and the temp sweep remove digests.
+        let id = store.create_multipart(&key).await.unwrap();
+        put(&key, &id, 0, &parts[0]).await;
+        store.abort_multipart(&key, &id).await.unwrap();
+        assert_eq!(digests(&store).await, Vec::<u64>::new(), "abort removes the digest");
+        let id = store.create_multipart(&key).await.unwrap();
+        put(&key, &id, 0, &parts[0]).await;
+        assert_eq!(store.sweep_temp(Duration::from_secs(3600)).await.unwrap(), 0, "a live upload's digest stays");
+        assert_eq!(store.sweep_temp(Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(digests(&store).await, Vec::<u64>::new());
+        store.abort_multipart(&key, &id).await.unwrap();
     }
 
     #[tokio::test]

@@ -197,6 +197,18 @@ pub trait MediaStore: LifecycleStore + Send + Sync {
     /// removing a key that is absent is not an error.
     async fn release_idempotency(&self, scope_key: &str, media_id: &str) -> Result<(), StoreError>;
 
+    /// Moves the claim on `scope_key` from `stale_media_id` to `media_id` if it still maps to
+    /// `stale_media_id` and was made before `claimed_before`: a claim whose create died with its
+    /// process (nothing will ever complete or release it) must not answer "in progress" forever.
+    /// Returns whether this call took the claim over (of racing callers, one does).
+    async fn take_over_idempotency(
+        &self,
+        scope_key: &str,
+        stale_media_id: &str,
+        media_id: &str,
+        claimed_before: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     /// Stores a new upload session. [`StoreError::Conflict`] if its `upload_id` exists.
     async fn create_upload(&self, session: &UploadSession) -> Result<(), StoreError>;
 

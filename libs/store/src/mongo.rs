@@ -521,6 +521,20 @@ impl MediaStore for MongoStore {
         self.idempotency.delete_one(doc! { "_id": scope_key, "mediaId": media_id }).await.map(drop).map_err(backend)
     }
 
+    async fn take_over_idempotency(
+        &self,
+        scope_key: &str,
+        stale_media_id: &str,
+        media_id: &str,
+        claimed_before: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let before = DateTime::from_millis(claimed_before.unix_millis());
+        let filter = doc! { "_id": scope_key, "mediaId": stale_media_id, "createdAt": { "$lt": before } };
+        let set = doc! { "$set": { "mediaId": media_id, "createdAt": DateTime::now() } };
+        let result = self.idempotency.update_one(filter, set).await.map_err(backend)?;
+        Ok(result.matched_count == 1)
+    }
+
     async fn create_upload(&self, session: &UploadSession) -> Result<(), StoreError> {
         match self.uploads.insert_one(upload_to_doc(session)?).await {
             Ok(_) => Ok(()),

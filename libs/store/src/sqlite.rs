@@ -750,6 +750,26 @@ impl MediaStore for SqliteStore {
         .await
     }
 
+    async fn take_over_idempotency(
+        &self,
+        scope_key: &str,
+        stale_media_id: &str,
+        media_id: &str,
+        claimed_before: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (key, stale, media_id) = (scope_key.to_owned(), stale_media_id.to_owned(), media_id.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE idempotency SET media_id = ?3, created_at = ?4 \
+                 WHERE scope_key = ?1 AND media_id = ?2 AND created_at < ?5",
+                params![key, stale, media_id, Timestamp::now().unix_millis(), claimed_before.unix_millis()],
+            )
+            .map(|changed| changed == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn create_upload(&self, s: &UploadSession) -> Result<(), StoreError> {
         let values: Vec<SqlValue> = vec![
             s.upload_id.clone().into(),

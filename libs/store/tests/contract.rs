@@ -516,6 +516,17 @@ async fn idempotency_keys_are_first_writer_wins(store: &dyn MediaStore, b: &Back
     assert_eq!(winners, 1, "{}: one winner among {results:?}", b.name);
     let owner = store.claim_idempotency("u1:race", "late").await.unwrap().expect("claimed");
     assert!(results.iter().flatten().all(|id| *id == owner), "{}: losers see the winner {owner}: {results:?}", b.name);
+
+    // A stale claim (its create died) is taken over once, and only while it is older than asked.
+    let past = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - 60_000);
+    let soon = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 60_000);
+    assert!(!store.take_over_idempotency("u1:key-1", "m4", "m5", past).await.unwrap(), "{}: claim too young", b.name);
+    assert!(!store.take_over_idempotency("u1:key-1", "m1", "m5", soon).await.unwrap(), "{}: not m1's any more", b.name);
+    let takers = join_all(["t1", "t2", "t3"].map(|id| store.take_over_idempotency("u1:key-1", "m4", id, soon))).await;
+    let took: Vec<bool> = takers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(took.iter().filter(|t| **t).count(), 1, "{}: one taker among {took:?}", b.name);
+    let now_owner = store.claim_idempotency("u1:key-1", "m6").await.unwrap().expect("claimed");
+    assert!(["t1", "t2", "t3"].contains(&now_owner.as_str()), "{}: {now_owner}", b.name);
 }
 
 fn session(upload_id: &str, expires_offset_ms: i64) -> UploadSession {

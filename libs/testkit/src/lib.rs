@@ -5,6 +5,7 @@
 //! panics with the reason: a test cannot go on without it.
 
 mod cluster;
+mod delay_proxy;
 mod fixtures;
 pub mod jwt_keys;
 mod mongo;
@@ -13,6 +14,7 @@ mod nginx;
 mod seaweed;
 
 pub use cluster::{CLUSTER_NODES, NatsCluster};
+pub use delay_proxy::{DelayProxy, DelayRule};
 pub use fixtures::{MediaFiles, media_files};
 pub use mongo::MongoServer;
 pub use nats::{NATS_USERS, NatsServer};

@@ -101,6 +101,10 @@ pub struct MediaSettings {
     pub part_size_bytes: u64,
     pub upload_ttl_secs: u64,
     pub sweep_interval_secs: u64,
+    /// Seconds after which an `Idempotency-Key` claim whose create left no document counts as
+    /// dead (its worker crashed) and a retry takes it over; longer than the longest create
+    /// (`upload.complete`, 15 minutes).
+    pub idempotency_claim_ttl_secs: u64,
     /// Days removed media keep their bytes before the sweeper purges them (0: at once).
     pub retention_days: u64,
     /// Age in seconds before unreferenced bytes, temp files and abandoned multipart uploads

@@ -33,8 +33,9 @@ pub const LEASE: &str = "media-lifecycle-sweeper";
 /// How long the lease lasts unless renewed: the longest a dead sweeper blocks the others.
 pub const LEASE_TTL: Duration = Duration::from_secs(300);
 /// Key prefixes other components own and sweep themselves: the HTTP bridge's tus state
-/// (`tus/<id>/...`, removed by its own sweeper when a tus upload expires).
-pub const FOREIGN_PREFIXES: [&str; 1] = ["tus/"];
+/// (`tus/<id>/...`, removed by its own sweeper when a tus upload expires) and the S3 store's
+/// running digests of uploads in flight (removed by `BlobStore::sweep_temp`).
+pub const FOREIGN_PREFIXES: [&str; 2] = ["tus/", mediabus_storage::DIGEST_PREFIX];
 /// Media purged per store batch, and objects per listing page.
 const BATCH: u32 = 200;
 const PAGE: u32 = 1000;

@@ -27,6 +27,9 @@ const IDEMPOTENCY_HEADERS: [&str; 2] = ["Idempotency-Key", "Nats-Msg-Id"];
 /// released) even when this request is dropped half-way: its caller or the subject's timeout gave
 /// up. A retry then gets 409 while it runs, and its result after.
 ///
+/// A claim older than `media.idempotency_claim_ttl_secs` that left no document belongs to a
+/// create that died with its worker: the retry takes it over and creates the media.
+///
 /// Errors: 409 `IDEMPOTENCY_IN_PROGRESS` while the first request with the key is still running;
 /// whatever `create` fails with (the key is then released, so a retry can succeed).
 async fn idempotent<F, Fut>(ctx: &Ctx<AppState>, subject: &str, owner: &str, create: F) -> Result<Media>
@@ -45,14 +48,19 @@ where
     // Unit separators keep (subject, owner, key) unambiguous.
     let scope = format!("{subject}\u{1f}{owner}\u{1f}{key}");
     let work = create(id.clone());
+    let claim_ttl = ctx.state.settings.idempotency_claim_ttl_secs;
+    let stale_before = Timestamp::from_unix_millis(Timestamp::now().unix_millis() - claim_ttl as i64 * 1000);
     // The claim too runs on the task: a request dropped while claiming must not leave a claim
     // that nothing will ever complete or release.
     spawn_whole(async move {
         if let Some(existing) = store.claim_idempotency(&scope, &id).await? {
-            return match store.get(&existing).await? {
-                Some(record) => Ok(record.media),
-                None => Err(MediaError::InProgress),
-            };
+            if let Some(record) = store.get(&existing).await? {
+                return Ok(record.media);
+            }
+            if !store.take_over_idempotency(&scope, &existing, &id, stale_before).await? {
+                return Err(MediaError::InProgress);
+            }
+            tracing::warn!(media_id = %existing, "took over an idempotency key whose create died");
         }
         let result = work.await;
         if result.is_err()

@@ -238,3 +238,146 @@ async fn a_completion_cut_by_its_deadline_still_ends_whole() {
         eprintln!("NOTE: no completion was slow enough to be cut by the shortest deadlines here");
     }
 }
+
+/// 10: an `Idempotency-Key` claimed by a create that died with its worker (no document, nothing
+/// will release it) answers 409 only until `media.idempotency_claim_ttl_secs`; then a retry takes
+/// it over and creates the media, once.
+#[tokio::test]
+async fn a_claim_left_by_a_dead_create_is_taken_over_after_its_ttl() {
+    let mut app = TestApp::spawn().await;
+    for worker in app.workers.drain(..) {
+        worker.shutdown().await;
+    }
+    let mut settings = app.settings.clone();
+    settings.media.idempotency_claim_ttl_secs = 1;
+    let nats = settings.nats.connect("media-claims", 1024).await.unwrap();
+    app.workers.push(media_service::start(settings, nats).await.unwrap());
+    // What a worker killed between claiming the key and writing the document leaves behind.
+    let scope = "media.create\u{1f}alice\u{1f}crashed-key";
+    assert_eq!(app.store.claim_idempotency(scope, "ghost-media").await.unwrap(), None);
+
+    let alice = token("alice", "user");
+    let data = json!({"originalName": "a.png", "url": "https://cdn.example/a.png", "mimeType": "image/png", "size": 1});
+    let with_key = || {
+        let mut headers = HeaderMap::new();
+        headers.insert("Idempotency-Key", "crashed-key");
+        headers
+    };
+    let first = app.call_with("media.create", data.clone(), Some(&alice), with_key()).await;
+    assert_eq!(status(first), (409, "IDEMPOTENCY_IN_PROGRESS".into()), "a young claim is in progress");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let media = loop {
+        match app.call_with("media.create", data.clone(), Some(&alice), with_key()).await {
+            Ok(media) => break media,
+            Err(e) if e.status == 409 => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the dead claim was never taken over");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let again = app.call_with("media.create", data, Some(&alice), with_key()).await.unwrap();
+    assert_eq!(again["id"], media["id"], "the key now answers with the media it made");
+    let page = app.call("media.findByUser", json!({"userId": "alice"}), Some(&alice)).await.unwrap();
+    assert_eq!(page["total"], 1, "{page}");
+}
+
+/// 10, on S3: a 1 GiB chunked upload whose store takes 35 s to complete (more than the 30 s
+/// request timeout every other subject has) completes, exactly once: `upload.complete` runs
+/// under its own 15-minute limit, a retry with the same `Idempotency-Key` meanwhile gets 409 and
+/// afterwards the same media, and the checksum comes from the running digest of the parts (sent
+/// in order) without downloading the object again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1_gib_upload_completes_once_on_a_slow_s3() {
+    use mediabus_testkit::DelayProxy;
+    use sha2::{Digest, Sha256};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    const SLOW_COMPLETE: Duration = Duration::from_secs(35);
+    let mut app = TestApp::spawn_with(Files::S3, Docs::Sqlite, 1).await;
+    for worker in app.workers.drain(..) {
+        worker.shutdown().await;
+    }
+    // The worker reaches SeaweedFS through a proxy that holds CompleteMultipartUpload back.
+    let mut settings = app.settings.clone();
+    let media_service::config::StorageConfig::S3 { endpoint: Some(endpoint), .. } = &mut settings.storage else {
+        panic!("an S3 app");
+    };
+    let upstream = endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = DelayProxy::start(
+        upstream,
+        Arc::new(|chunk: &[u8]| {
+            let line = chunk.split(|b| *b == b'\n').next().unwrap_or_default();
+            let complete = line.starts_with(b"POST ") && line.windows(9).any(|w| w == b"uploadId=");
+            complete.then_some(SLOW_COMPLETE)
+        }),
+    );
+    *endpoint = format!("http://{}", proxy.addr());
+    let nats = settings.nats.connect("media-slow-s3", 1024).await.unwrap();
+    app.workers.push(media_service::start(settings, nats).await.unwrap());
+    // A client that waits longer than the slow completion (its deadline travels with the request).
+    let backend = app.nats_server().password("backend");
+    let nats = mediabus_rpc::NatsSettings::new(app.nats_server().url()).with_user("backend", backend);
+    let client = mediabus_rpc::RpcClient::new(nats.connect("slow-client", 1024).await.unwrap())
+        .with_timeout(Duration::from_secs(180));
+
+    let alice = token("alice", "user");
+    let total: usize = 1 << 30;
+    let created =
+        app.call("upload.create", json!({"originalName": "big.mp4", "size": total}), Some(&alice)).await.unwrap();
+    let upload_id = created["uploadId"].as_str().unwrap().to_owned();
+    let part_size = created["partSize"].as_u64().unwrap() as usize;
+    // Parts are made as they are sent (never the whole GiB in memory), one at a time, in order.
+    let mut whole = Sha256::new();
+    let mut part = vec![0u8; part_size];
+    for (n, offset) in (0..total).step_by(part_size).enumerate() {
+        let len = part_size.min(total - offset);
+        let chunk = &mut part[..len];
+        let seed = (n as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for (i, word) in chunk.chunks_mut(8).enumerate() {
+            let value = (seed ^ i as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9).to_le_bytes();
+            word.copy_from_slice(&value[..word.len()]);
+        }
+        if n == 0 {
+            // An MP4 `ftyp` box: the file is typed as video/mp4 by its bytes (4 GiB allowed).
+            chunk[..24].copy_from_slice(b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2");
+        }
+        whole.update(&*chunk);
+        raw_part(&app, &alice, &upload_id, n as u32 + 1, chunk).await.unwrap();
+    }
+    let expected: String = whole.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let expected = format!("sha256:{expected}");
+
+    let complete = |client: mediabus_rpc::RpcClient| {
+        let (upload_id, alice) = (upload_id.clone(), alice.clone());
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert("Authorization", format!("Bearer {alice}").as_str());
+            headers.insert("Idempotency-Key", "big-upload");
+            client.call_with_headers::<_, Value>("upload.complete", &json!({"uploadId": upload_id}), headers).await
+        }
+    };
+    let before = proxy.bytes_to_clients();
+    let started = Instant::now();
+    let first = tokio::spawn(complete(client.clone()));
+    // While the store is slow, a retry with the same key is told the first is still running.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.delayed() == 0 {
+        assert!(Instant::now() < deadline, "the completion never reached the store");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(complete(client.clone()).await), (409, "IDEMPOTENCY_IN_PROGRESS".into()));
+    let media = first.await.unwrap().expect("the slow completion succeeds");
+    let took = started.elapsed();
+    assert!(took >= SLOW_COMPLETE, "the store was slow: {took:?}");
+    assert_eq!(media["size"], total as u64, "{media}");
+    assert_eq!(media["checksum"], expected.as_str(), "{media}");
+    let read_back = proxy.bytes_to_clients() - before;
+    assert!(read_back < 1 << 20, "completion downloaded {read_back} bytes from the store");
+    eprintln!("1 GiB completion: {took:?} with the store slowed by {SLOW_COMPLETE:?}; {read_back} bytes read back");
+
+    let again = complete(client).await.expect("a retry after success");
+    assert_eq!(again["id"], media["id"], "exactly once");
+    let page = app.call("media.findByUser", json!({"userId": "alice"}), Some(&alice)).await.unwrap();
+    assert_eq!(page["total"], 1, "{page}");
+}
