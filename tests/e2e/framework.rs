@@ -157,6 +157,7 @@ async fn the_service_api_lists_endpoints_and_counts_requests_and_errors() {
         "rust.echo",
         "rust.event",
         "rust.fail",
+        "rust.guarded",
         "rust.headers",
         "rust.missing_type",
         "rust.panic",
@@ -237,4 +238,59 @@ async fn a_binary_route_takes_raw_bytes_with_header_metadata_or_json() {
     // A typed route still refuses bytes that are not JSON.
     let refused = app.raw_request("rust.echo", vec![0u8, 159, 146]).await;
     assert_eq!(refused["err"]["code"], codes::MALFORMED_PAYLOAD);
+}
+
+/// A route's guard (`Router::guard`) answers before the body is decoded: without the token a
+/// malformed body gets the guard's 401 (not 400), with the request id echoed; with it, the body
+/// is decoded as usual.
+#[tokio::test]
+async fn a_guard_refuses_before_the_body_is_decoded() {
+    let app = App::with_defaults().await;
+    let malformed = r#"{"pattern":"rust.guarded","id":"g1","data":"#;
+    let refused = app.raw_request("rust.guarded", malformed).await;
+    assert_eq!((refused["err"]["status"].clone(), refused["err"]["code"].clone()), (json!(401), json!("UNAUTHORIZED")));
+    let packet = r#"{"pattern":"rust.guarded","id":"g2","data":{"a":1}}"#;
+    let refused = app.raw_request("rust.guarded", packet).await;
+    assert_eq!((refused["err"]["status"].clone(), refused["id"].clone()), (json!(401), json!("g2")), "{refused}");
+
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", "Bearer let-me-in");
+    let request = |body: &'static str| {
+        let (nats, headers) = (app.nats.clone(), headers.clone());
+        async move {
+            let reply = nats.request_with_headers("rust.guarded", headers, body.into()).await.unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    assert_eq!(request(packet).await["response"], json!({"json": {"a": 1}}));
+    let decoded = request(r#"{"pattern":"rust.guarded","id":"g1","data":"#).await;
+    assert_eq!(decoded["response"], json!({"binaryLen": malformed.len()}), "past the guard: bytes");
+}
+
+/// `max_held_bytes` bounds the body bytes a member holds, running or waiting: with room for two
+/// 40 KiB requests, the others get 503 at once although the message queue has room.
+#[tokio::test]
+async fn the_framework_answers_503_when_held_bodies_reach_max_held_bytes() {
+    let mut config = ServiceConfig::new("test", "0.1.0");
+    config.max_concurrency = 1;
+    config.max_queue = 100;
+    config.max_held_bytes = 100 * 1024;
+    // The budget is never below one body of `max_payload`.
+    config.max_payload = 64 * 1024;
+    let app = App::spawn(config).await;
+    let rpc = app.rpc();
+    let pad = "x".repeat(40 * 1024);
+    let calls = (0..6).map(|_| {
+        let (rpc, pad) = (rpc.clone(), pad.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let result = rpc.call::<_, Value>("rust.slow", &json!({"ms": 1500, "pad": pad})).await;
+            (result, started.elapsed())
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let ok = results.iter().filter(|(r, _)| r.is_ok()).count();
+    let refused: Vec<_> = results.iter().filter(|(r, _)| r.as_ref().is_err_and(|e| e.status == 503)).collect();
+    assert_eq!((ok, refused.len()), (2, 4), "{results:?}");
+    assert!(refused.iter().all(|(_, took)| *took < Duration::from_millis(500)), "{refused:?}");
 }

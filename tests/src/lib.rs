@@ -56,6 +56,8 @@ struct Slow {
 /// - `rust.whoami`: returns `{worker}`;
 /// - `rust.headers`: returns the `authorization` and `traceparent` headers it got;
 /// - `rust.bytes`: takes JSON or raw bytes, returns `{json}` or `{binaryLen, part}` (header `Part-Number`);
+/// - `rust.guarded`: as `rust.bytes`, behind a guard that wants `Authorization: Bearer let-me-in`
+///   (401 `UNAUTHORIZED` otherwise, before the body is decoded);
 /// - `rust.event` (event): publishes `{worker, data}` on [`EVENTS_SEEN`].
 pub fn test_router() -> Router<TestState> {
     Router::new()
@@ -87,6 +89,16 @@ pub fn test_router() -> Router<TestState> {
                 Body::Json(data) => json!({"json": data}),
                 Body::Binary(bytes) => json!({"binaryLen": bytes.len(), "part": ctx.header("Part-Number")}),
             })
+        })
+        .binary_request("rust.guarded", |_: Ctx<TestState>, body: Body| async move {
+            Ok::<_, RpcError>(match body {
+                Body::Json(data) => json!({"json": data}),
+                Body::Binary(bytes) => json!({"binaryLen": bytes.len()}),
+            })
+        })
+        .guard("rust.guarded", |ctx: &Ctx<TestState>| match ctx.bearer_token() {
+            Some("let-me-in") => Ok(()),
+            _ => Err(RpcError::new(401, "UNAUTHORIZED", "no entry")),
         })
         .event("rust.event", |ctx: Ctx<TestState>, data: Value| async move {
             let report = json!({"worker": &*ctx.state.worker, "data": data});

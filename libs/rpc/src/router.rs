@@ -98,6 +98,9 @@ pub(crate) enum Input<'a> {
 /// serialized as JSON (empty for event handlers).
 pub(crate) type Reply = Result<Vec<u8>, RpcError>;
 pub(crate) type BoxReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
+/// A check of a request's headers that runs before its body is decoded ([`Router::guard`]).
+pub(crate) type Guard<S> = Arc<dyn Fn(&Ctx<S>) -> Result<(), RpcError> + Send + Sync>;
+
 /// A type-erased handler: decodes its input (synchronously, so errors are 400s before any work
 /// starts) and returns the future that does the work.
 pub(crate) type Invoke<S> = Arc<dyn Fn(Ctx<S>, Input<'_>) -> Result<BoxReply, RpcError> + Send + Sync>;
@@ -114,6 +117,8 @@ pub(crate) struct Route<S> {
     pub(crate) raw_header: Option<String>,
     /// Set by [`Router::timeout`]: replaces the service's `request_timeout` for this subject.
     pub(crate) timeout: Option<std::time::Duration>,
+    /// Set by [`Router::guard`]: runs on requests before their body is decoded.
+    pub(crate) guard: Option<Guard<S>>,
 }
 
 /// The subject table of a service: `subject → handler`, built like an axum `Router`.
@@ -203,6 +208,19 @@ impl<S: Send + 'static> Router<S> {
         self
     }
 
+    /// Runs `check` on every request to `subject` before its body is decoded; an `Err` is the
+    /// reply and the body is never parsed. For subjects whose bodies are large (file bytes): a
+    /// caller without a valid token then costs a header lookup and a signature check, not the
+    /// decoding of megabytes. Events on the subject are not checked.
+    pub fn guard<E, F>(mut self, subject: &str, check: F) -> Self
+    where
+        E: Into<RpcError>,
+        F: Fn(&Ctx<S>) -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.route(subject).guard = Some(Arc::new(move |ctx| check(ctx).map_err(Into::into)));
+        self
+    }
+
     /// Handles events on `subject` (NestJS `@EventPattern`, packets without `id`): no reply is sent;
     /// an error is logged and counted.
     ///
@@ -233,6 +251,7 @@ impl<S: Send + 'static> Router<S> {
             binary: false,
             raw_header: None,
             timeout: None,
+            guard: None,
         })
     }
 }

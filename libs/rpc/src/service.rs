@@ -50,6 +50,11 @@ pub struct ServiceConfig {
     pub request_timeout: Duration,
     /// Largest body accepted, in bytes (default 1 MiB); larger ones get 413 `PAYLOAD_TOO_LARGE`.
     pub max_payload: usize,
+    /// Bytes of request bodies a member holds at once, running or waiting (default 256 MiB,
+    /// never less than `max_payload`): what bounds its memory when large bodies (file parts)
+    /// pile up, where `max_queue` counts messages. A request that would go past it gets 503
+    /// `UNAVAILABLE` (`Retry-After: 1`) at once; events wait.
+    pub max_held_bytes: usize,
     /// Longest a graceful shutdown keeps taking the messages NATS still routes to this member
     /// (default 2 s); see `DRAIN_MARGIN`. Requests in flight are always finished.
     pub drain_timeout: Duration,
@@ -68,6 +73,7 @@ impl ServiceConfig {
             max_queue: DEFAULT_MAX_QUEUE,
             request_timeout: Duration::from_secs(30),
             max_payload: 1024 * 1024,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             drain_timeout: Duration::from_secs(2),
         }
     }
@@ -87,9 +93,17 @@ pub struct ServiceSettings {
     /// Requests that may wait for a slot before the next gets 503 (default 1024).
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
+    /// Bytes of request bodies held at once, running or waiting (default 256 MiB).
+    #[serde(default = "default_max_held_bytes")]
+    pub max_held_bytes: usize,
 }
 
 const DEFAULT_MAX_QUEUE: usize = 1024;
+const DEFAULT_MAX_HELD_BYTES: usize = 256 * 1024 * 1024;
+
+fn default_max_held_bytes() -> usize {
+    DEFAULT_MAX_HELD_BYTES
+}
 
 fn default_max_queue() -> usize {
     DEFAULT_MAX_QUEUE
@@ -112,6 +126,7 @@ impl ServiceSettings {
         config.request_timeout = Duration::from_millis(self.request_timeout_ms);
         config.max_payload = self.max_payload_bytes;
         config.max_queue = self.max_queue;
+        config.max_held_bytes = self.max_held_bytes;
         config
     }
 }
@@ -169,7 +184,14 @@ struct Shared<S> {
     limit: Arc<Semaphore>,
     /// Requests admitted (running or waiting for `limit`): `max_concurrency + max_queue` permits.
     admitted: Arc<Semaphore>,
+    /// Body bytes of admitted requests, in KiB permits ([`kib`]): `max_held_bytes`.
+    held: Arc<Semaphore>,
     tasks: TaskTracker,
+}
+
+/// Permits of [`Shared::held`] a body of `len` bytes takes: whole KiB, at least one.
+fn kib(len: usize) -> u32 {
+    u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
 }
 
 impl<S: Clone + Send + Sync + 'static> Service<S> {
@@ -188,6 +210,7 @@ impl<S: Clone + Send + Sync + 'static> Service<S> {
             state,
             limit: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             admitted: Arc::new(Semaphore::new(config.max_concurrency.max(1) + config.max_queue)),
+            held: Arc::new(Semaphore::new(kib(config.max_held_bytes.max(config.max_payload)) as usize)),
             config: config.clone(),
             client: client.clone(),
             tasks: TaskTracker::new(),
@@ -333,7 +356,7 @@ async fn intake<S: Clone + Send + Sync + 'static>(
             let _enter = span.enter();
             tracing::warn!(%reply, "reply subject is not an inbox: no reply, request handler not run");
         }
-        let admitted = match shared.admitted.clone().try_acquire_owned() {
+        let slot = match shared.admitted.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) if message.reply.is_none() => {
                 shared.admitted.clone().acquire_owned().await.expect("semaphore is never closed")
@@ -344,6 +367,20 @@ async fn intake<S: Clone + Send + Sync + 'static>(
                 continue;
             }
         };
+        // A body past `max_payload` is refused (413) without being held: one KiB for its reply.
+        let size = if message.payload.len() > shared.config.max_payload { 0 } else { message.payload.len() };
+        let bytes = match shared.held.clone().try_acquire_many_owned(kib(size)) {
+            Ok(permit) => permit,
+            Err(_) if message.reply.is_none() => {
+                shared.held.clone().acquire_many_owned(kib(size)).await.expect("semaphore is never closed")
+            }
+            Err(_) => {
+                let _enter = span.enter();
+                refuse_overloaded(&shared, &endpoint, message).await;
+                continue;
+            }
+        };
+        let admitted = Admitted { _slot: slot, _bytes: bytes };
         shared.tasks.spawn(handle(message, endpoint.clone(), shared.clone(), admitted).instrument(span));
     }
 }
@@ -394,11 +431,18 @@ fn time_left(headers: Option<&HeaderMap>) -> Option<Duration> {
     Some(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
 }
 
+/// What an admitted request holds until it has been answered: its slot among `max_concurrency +
+/// max_queue` and its body's share of `max_held_bytes`.
+struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
 async fn handle<S: Clone + Send + Sync + 'static>(
     message: Message,
     endpoint: Arc<Endpoint<S>>,
     shared: Arc<Shared<S>>,
-    _admitted: OwnedSemaphorePermit,
+    _admitted: Admitted,
 ) {
     let _permit = shared.limit.clone().acquire_owned().await.expect("semaphore is never closed");
     let started = Instant::now();
@@ -454,6 +498,13 @@ async fn process<S: Clone>(
         );
     }
     let mut headers = headers;
+    if has_inbox && let Some(guard) = &route.guard {
+        let ctx = Ctx { state: shared.state.clone(), headers };
+        if let Err(err) = guard(&ctx) {
+            return (Replying(envelope::peek_id(payload).map(RawValue::to_owned)), Err(err));
+        }
+        headers = ctx.headers;
+    }
     if has_inbox && let Some(name) = route.raw_header.as_deref() {
         let ctx = Ctx { state: shared.state.clone(), headers };
         if ctx.header(name).is_some() {

@@ -46,6 +46,12 @@ impl Caller {
     }
 }
 
+/// The [`mediabus_rpc::Router::guard`] of subjects whose bodies are file bytes: 401 unless the
+/// request carries a valid token, decided before megabytes of body are decoded.
+pub fn require_token(ctx: &Ctx<crate::AppState>) -> Result<()> {
+    Caller::from_ctx(ctx, &ctx.state.verifier)?.require().map(drop)
+}
+
 /// What the rules read of a document: from a [`Media`] or a [`MediaJson`].
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {

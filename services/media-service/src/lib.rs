@@ -75,6 +75,9 @@ pub fn router() -> Router<AppState> {
         .request(subjects::UPLOAD_CREATE, upload::create)
         // Raw parts carry `Upload-Id`; a chunk's bytes can look like JSON.
         .binary_request_by_header(subjects::UPLOAD_PART, mediabus_contracts::requests::headers::UPLOAD_ID, upload::part)
+        // File bytes (megabytes of base64 or raw) are decoded only for a caller with a valid token.
+        .guard(subjects::UPLOAD_FILE, access::require_token)
+        .guard(subjects::UPLOAD_PART, access::require_token)
         .request(subjects::UPLOAD_COMPLETE, upload::complete)
         // Assembling (and on S3 hashing) a multi-GiB file outlasts the 30 s request timeout.
         .timeout(subjects::UPLOAD_COMPLETE, upload::COMPLETE_TIMEOUT)

@@ -381,3 +381,34 @@ async fn a_1_gib_upload_completes_once_on_a_slow_s3() {
     let page = app.call("media.findByUser", json!({"userId": "alice"}), Some(&alice)).await.unwrap();
     assert_eq!(page["total"], 1, "{page}");
 }
+
+/// 15: file bytes are decoded only for a caller with a valid token: a forged or missing token
+/// with a malformed multi-megabyte `upload_file` gets 401 (the body never parsed: not 400), and
+/// so does a raw `upload.part`.
+#[tokio::test]
+async fn upload_bodies_are_decoded_only_after_the_token_is_checked() {
+    let app = TestApp::spawn().await;
+    let body = format!(r#"{{"pattern":"upload_file","id":"u1","data":{{"file":{{"buffer":"{}"#, "A".repeat(6 << 20));
+    for authorization in [None, Some("Bearer forged.token.here")] {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert("Authorization", value);
+        }
+        let reply = app.rpc.nats().request_with_headers("upload_file", headers, body.clone().into()).await.unwrap();
+        let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply["err"]["status"], 401, "{authorization:?}: {}", reply["err"]);
+    }
+    let alice = token("alice", "user");
+    let mut headers = HeaderMap::new();
+    headers.insert("Authorization", format!("Bearer {alice}").as_str());
+    let reply = app.rpc.nats().request_with_headers("upload_file", headers, body.into()).await.unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["err"]["status"], 400, "with a valid token the body is read (and is malformed)");
+
+    let mut headers = HeaderMap::new();
+    headers.insert("Upload-Id", "any");
+    headers.insert("Part-Number", "1");
+    let reply = app.rpc.nats().request_with_headers("upload.part", headers, Bytes::from_static(b"bytes")).await.unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["err"]["status"], 401, "{reply}");
+}
