@@ -112,6 +112,15 @@ async fn fetches_and_downloads_through_the_bridge_are_counted_and_survive_a_work
         let (status, _) = get(&router, &format!("/api/media/{id}/content"), &olga, Some("bytes=10-20")).await;
         assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     }
+    // HEADs (a client checking size or freshness) are neither views nor downloads.
+    for uri in [format!("/api/media/{id}/content"), format!("/api/media/{id}/content?variant=thumb")] {
+        for _ in 0..3 {
+            let request = Request::head(&uri).header("authorization", format!("Bearer {olga}"));
+            let response = router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "HEAD {uri}");
+            assert!(response.headers().contains_key("etag"), "HEAD {uri}");
+        }
+    }
     let served = started.elapsed();
     await_stats(&router, &id, &olga, 100, 10).await;
     eprintln!("118 fetches served in {served:?}; counts visible {:?} after the first", started.elapsed());

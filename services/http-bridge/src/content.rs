@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, IfRange, LastModified};
 use mediabus_auth::{AuthError, ContentGrant};
@@ -54,6 +54,7 @@ pub async fn content(
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Result<Query<ContentQuery>, QueryRejection>,
+    method: Method,
     headers: HeaderMap,
 ) -> Response {
     // A repeated or undecodable parameter: 400 in the contract's shape, not axum's plain text.
@@ -61,10 +62,10 @@ pub async fn content(
         return error_response(RpcError::invalid_payload("invalid query string: token and variant at most once each"));
     };
     if let Some(variant) = query.variant {
-        return crate::variants::variant(&state, &id, &variant, query.token, &headers).await;
+        return crate::variants::variant(&state, &id, &variant, query.token, &method, &headers).await;
     }
     match grant(&state, &id, query.token, &headers).await {
-        Ok(grant) => serve(&state, &grant, &headers).await.unwrap_or_else(error_response),
+        Ok(grant) => serve(&state, &grant, &method, &headers).await.unwrap_or_else(error_response),
         Err(err) => error_response(err),
     }
 }
@@ -101,7 +102,14 @@ pub(crate) async fn grant(
 
 /// The response for `grant`: 304, 206, 416 or 200 with the bytes streaming from the file store.
 /// Also serves variants and HLS files, described by a grant built for them ([`crate::variants`]).
-pub(crate) async fn serve(state: &AppState, grant: &ContentGrant, request: &HeaderMap) -> Result<Response, RpcError> {
+/// A `HEAD` gets the same headers without reading the store, and is not counted as a view or a
+/// download.
+pub(crate) async fn serve(
+    state: &AppState,
+    grant: &ContentGrant,
+    method: &Method,
+    request: &HeaderMap,
+) -> Result<Response, RpcError> {
     let etag: ETag = format!("\"{}\"", grant.sha256)
         .parse()
         .map_err(|_| RpcError::new(500, "INTERNAL", "stored checksum is not a valid entity tag"))?;
@@ -145,15 +153,20 @@ pub(crate) async fn serve(state: &AppState, grant: &ContentGrant, request: &Head
         Wanted::Part(start, end) => Some((start, end)),
     };
 
-    let byte_range = range.and_then(|(start, end)| ByteRange::new(start, end));
-    let (_, stream) = state.blobs.get(&grant.key, byte_range).await.map_err(|e| match e {
-        StorageError::NotFound => RpcError::new(404, "NOT_FOUND", "media not found"),
-        other => {
-            tracing::error!(key = %grant.key, error = %other, "file store read failed");
-            RpcError::unavailable("the file store is unavailable, retry later")
-        }
-    })?;
-    state.analytics.record(&grant.sub, &grant.key, range.map_or(0, |(start, _)| start));
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        let byte_range = range.and_then(|(start, end)| ByteRange::new(start, end));
+        let (_, stream) = state.blobs.get(&grant.key, byte_range).await.map_err(|e| match e {
+            StorageError::NotFound => RpcError::new(404, "NOT_FOUND", "media not found"),
+            other => {
+                tracing::error!(key = %grant.key, error = %other, "file store read failed");
+                RpcError::unavailable("the file store is unavailable, retry later")
+            }
+        })?;
+        state.analytics.record(&grant.sub, &grant.key, range.map_or(0, |(start, _)| start));
+        Body::from_stream(stream)
+    };
     let out = response.headers_mut();
     out.insert(header::CONTENT_TYPE, header_value(grant.mime.clone()));
     out.insert(header::CONTENT_DISPOSITION, header_value(content_disposition(&grant.name, inline(&grant.mime))));
@@ -167,7 +180,7 @@ pub(crate) async fn serve(state: &AppState, grant: &ContentGrant, request: &Head
         None => grant.size,
     };
     response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    *response.body_mut() = Body::from_stream(stream);
+    *response.body_mut() = body;
     Ok(response)
 }
 

@@ -16,7 +16,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures_util::TryStreamExt;
 use mediabus_auth::ContentGrant;
@@ -46,6 +46,7 @@ pub(crate) async fn variant(
     id: &str,
     name: &str,
     token: Option<String>,
+    method: &Method,
     headers: &HeaderMap,
 ) -> Response {
     let Some((file, mime)) = IMAGE_VARIANTS
@@ -60,7 +61,7 @@ pub(crate) async fn variant(
     let result = async {
         let original = grant(state, id, token, headers).await?;
         let served = described(state, &original, file, mime, "this variant does not exist (yet)").await?;
-        serve(state, &served, headers).await
+        serve(state, &served, method, headers).await
     };
     result.await.unwrap_or_else(error_response)
 }
@@ -72,6 +73,7 @@ pub async fn hls(
     State(state): State<AppState>,
     Path((id, path)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    method: Method,
     headers: HeaderMap,
 ) -> Response {
     let Some(kind) = hls_kind(&path) else {
@@ -89,7 +91,7 @@ pub async fn hls(
             HlsKind::Init | HlsKind::Segment => {
                 let mime = if kind == HlsKind::Init { "video/mp4" } else { "video/iso.segment" };
                 let served = described(&state, &original, &file, mime, "no such HLS file").await?;
-                serve(&state, &served, &headers).await
+                serve(&state, &served, &method, &headers).await
             }
         }
     };
