@@ -408,7 +408,8 @@ async fn upload_bodies_are_decoded_only_after_the_token_is_checked() {
     let mut headers = HeaderMap::new();
     headers.insert("Upload-Id", "any");
     headers.insert("Part-Number", "1");
-    let reply = app.rpc.nats().request_with_headers("upload.part", headers, Bytes::from_static(b"bytes")).await.unwrap();
+    let reply =
+        app.rpc.nats().request_with_headers("upload.part", headers, Bytes::from_static(b"bytes")).await.unwrap();
     let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["err"]["status"], 401, "{reply}");
 }
