@@ -166,14 +166,11 @@ async fn a_service_finishes_the_upload_it_opened_for_a_user() {
 #[tokio::test]
 async fn parts_keep_an_upload_alive_past_its_first_ttl() {
     let mut app = TestApp::spawn().await;
-    for worker in app.workers.drain(..) {
-        worker.shutdown().await;
-    }
-    let mut settings = app.settings.clone();
-    settings.media.upload_ttl_secs = 2;
-    settings.media.sweep_interval_secs = 1;
-    let nats = settings.nats.connect("media-ttl", 1024).await.unwrap();
-    app.workers.push(media_service::start(settings, nats).await.unwrap());
+    app.restart_with(|settings| {
+        settings.media.upload_ttl_secs = 2;
+        settings.media.sweep_interval_secs = 1;
+    })
+    .await;
     let alice = token("alice", "user");
     let created = app.call("upload.create", json!({"originalName": "slow.pdf"}), Some(&alice)).await.unwrap();
     let upload_id = created["uploadId"].as_str().unwrap();
@@ -245,13 +242,7 @@ async fn a_completion_cut_by_its_deadline_still_ends_whole() {
 #[tokio::test]
 async fn a_claim_left_by_a_dead_create_is_taken_over_after_its_ttl() {
     let mut app = TestApp::spawn().await;
-    for worker in app.workers.drain(..) {
-        worker.shutdown().await;
-    }
-    let mut settings = app.settings.clone();
-    settings.media.idempotency_claim_ttl_secs = 1;
-    let nats = settings.nats.connect("media-claims", 1024).await.unwrap();
-    app.workers.push(media_service::start(settings, nats).await.unwrap());
+    app.restart_with(|settings| settings.media.idempotency_claim_ttl_secs = 1).await;
     // What a worker killed between claiming the key and writing the document leaves behind.
     let scope = "media.create\u{1f}alice\u{1f}crashed-key";
     assert_eq!(app.store.claim_idempotency(scope, "ghost-media").await.unwrap(), None);
@@ -295,12 +286,8 @@ async fn a_1_gib_upload_completes_once_on_a_slow_s3() {
 
     const SLOW_COMPLETE: Duration = Duration::from_secs(35);
     let mut app = TestApp::spawn_with(Files::S3, Docs::Sqlite, 1).await;
-    for worker in app.workers.drain(..) {
-        worker.shutdown().await;
-    }
     // The worker reaches SeaweedFS through a proxy that holds CompleteMultipartUpload back.
-    let mut settings = app.settings.clone();
-    let media_service::config::StorageConfig::S3 { endpoint: Some(endpoint), .. } = &mut settings.storage else {
+    let media_service::config::StorageConfig::S3 { endpoint: Some(endpoint), .. } = &app.settings.storage else {
         panic!("an S3 app");
     };
     let upstream = endpoint.trim_start_matches("http://").parse().unwrap();
@@ -312,9 +299,12 @@ async fn a_1_gib_upload_completes_once_on_a_slow_s3() {
             complete.then_some(SLOW_COMPLETE)
         }),
     );
-    *endpoint = format!("http://{}", proxy.addr());
-    let nats = settings.nats.connect("media-slow-s3", 1024).await.unwrap();
-    app.workers.push(media_service::start(settings, nats).await.unwrap());
+    app.restart_with(|settings| {
+        if let media_service::config::StorageConfig::S3 { endpoint, .. } = &mut settings.storage {
+            *endpoint = Some(format!("http://{}", proxy.addr()));
+        }
+    })
+    .await;
     // A client that waits longer than the slow completion (its deadline travels with the request).
     let backend = app.nats_server().password("backend");
     let nats = mediabus_rpc::NatsSettings::new(app.nats_server().url()).with_user("backend", backend);

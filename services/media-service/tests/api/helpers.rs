@@ -116,6 +116,18 @@ impl TestApp {
         Self { _nats_server: nats_server, rpc, settings, store, workers: running, dir, _s3: s3_server, _mongo: mongo }
     }
 
+    /// Stops every worker and starts one with `app.settings` as `change` leaves them (the app's
+    /// own `settings` stay as they were).
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut Settings)) {
+        for worker in self.workers.drain(..) {
+            worker.shutdown().await;
+        }
+        let mut settings = self.settings.clone();
+        change(&mut settings);
+        let nats = settings.nats.connect("media-restarted", 1024).await.unwrap();
+        self.workers.push(media_service::start(settings, nats).await.expect("media service starts"));
+    }
+
     /// Whether documents live in the nx-27017 stand-in (not a real MongoDB).
     pub fn on_mongo_stand_in(&self) -> bool {
         self._mongo.as_ref().is_some_and(|m| m.is_stand_in())

@@ -391,11 +391,7 @@ async fn stats_count_flushed_batches_and_survive_a_restart() {
     assert_eq!(status(app.call("media.stats", json!({"id": "nope"}), Some(&owner)).await).0, 404);
 
     // A new worker on the same store: nothing flushed is lost.
-    for worker in app.workers.drain(..) {
-        worker.shutdown().await;
-    }
-    let nats = app.settings.nats.connect("media-restarted", 1024).await.unwrap();
-    app.workers.push(media_service::start(app.settings.clone(), nats).await.unwrap());
+    app.restart_with(|_| {}).await;
     assert_eq!(app.call("media.stats", json!({"id": id}), Some(&owner)).await.unwrap(), want);
 }
 
@@ -404,14 +400,11 @@ async fn stats_count_flushed_batches_and_survive_a_restart() {
 #[tokio::test]
 async fn a_worker_with_retention_zero_purges_removed_media_itself() {
     let mut app = TestApp::spawn().await;
-    for worker in app.workers.drain(..) {
-        worker.shutdown().await;
-    }
-    let mut settings = app.settings.clone();
-    settings.media.retention_days = 0;
-    settings.media.lifecycle_sweep_secs = 1;
-    let nats = settings.nats.connect("media-retention-0", 1024).await.unwrap();
-    app.workers.push(media_service::start(settings, nats).await.unwrap());
+    app.restart_with(|settings| {
+        settings.media.retention_days = 0;
+        settings.media.lifecycle_sweep_secs = 1;
+    })
+    .await;
     let blobs = app.settings.storage.open().await.unwrap();
 
     let (cascaded, cascaded_key, cascaded_variants) = stored_media(&app, blobs.as_ref(), "gone").await;

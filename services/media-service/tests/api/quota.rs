@@ -12,13 +12,7 @@ use crate::helpers::{TestApp, read, status, token};
 /// The app with its worker replaced by one running under `quota`.
 async fn app_with(quota: QuotaSettings) -> TestApp {
     let mut app = TestApp::spawn().await;
-    for worker in app.workers.drain(..) {
-        worker.shutdown().await;
-    }
-    let mut settings = app.settings.clone();
-    settings.quota = quota;
-    let nats = settings.nats.connect("media-quota", 1024).await.unwrap();
-    app.workers.push(media_service::start(settings, nats).await.expect("media service starts"));
+    app.restart_with(|settings| settings.quota = quota).await;
     app
 }
 

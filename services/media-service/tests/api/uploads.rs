@@ -301,14 +301,11 @@ async fn truncated_aborted_and_expired_chunked_uploads_leave_no_document_and_no_
     app.call("upload.abort", json!({"uploadId": id}), Some(&alice)).await.unwrap();
 
     // Expired: a worker with a 1 s TTL and a 1 s sweep removes an abandoned upload's parts.
-    for worker in app.workers.drain(..) {
-        worker.shutdown().await;
-    }
-    let mut settings = app.settings.clone();
-    settings.media.upload_ttl_secs = 1;
-    settings.media.sweep_interval_secs = 1;
-    let nats = settings.nats.connect("media-ttl", 1024).await.unwrap();
-    app.workers.push(media_service::start(settings, nats).await.unwrap());
+    app.restart_with(|settings| {
+        settings.media.upload_ttl_secs = 1;
+        settings.media.sweep_interval_secs = 1;
+    })
+    .await;
     let created = app.call("upload.create", json!({"originalName": "x.mp4"}), Some(&alice)).await.unwrap();
     let id = created["uploadId"].as_str().unwrap();
     app.send_part(&alice, id, 1, &bytes[..part]).await.unwrap();
