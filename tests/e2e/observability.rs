@@ -1,15 +1,17 @@
 //! Operations (DESIGN §12) over real processes: each `/metrics` parses as Prometheus text (by the
 //! reference parser of the PyPI `prometheus-client`) and counts exactly the requests sent; one
-//! upload's JSON log lines in the bridge, the media service and the processor share one trace id;
-//! a request past its `Mediabus-Deadline` is not run; overload gets 503 with `Retry-After` at
-//! once, in the bridge and in the framework.
+//! upload's JSON log lines in the bridge, the media service and the processor share one trace id,
+//! and so do the spans the three export over OTLP/HTTP to an in-test receiver; a request past its
+//! `Mediabus-Deadline` is not run; overload gets 503 with `Retry-After` at once, in the bridge and
+//! in the framework.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -70,6 +72,20 @@ impl Proc {
                 message.starts_with("metrics at").then(|| l["fields"]["listen"].as_str().unwrap().to_owned())
             })
             .unwrap_or_else(|| panic!("no metrics line in {}", self.log.display()))
+    }
+
+    /// Sends SIGTERM and waits (30 s at most) for the process to exit.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let kill = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        assert!(kill.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} still runs 30 s after SIGTERM", self.log.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn metrics_port(&self) -> u16 {
@@ -146,17 +162,24 @@ struct Stack {
 
 impl Stack {
     fn start(processor: bool, bridge_extra: &[(&str, &str)]) -> Self {
+        Self::start_with(processor, bridge_extra, &[])
+    }
+
+    /// [`Stack::start`] with `all_extra` in every process's environment too.
+    fn start_with(processor: bool, bridge_extra: &[(&str, &str)], all_extra: &[(&str, &str)]) -> Self {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
         let (files, db) = (dir.path().join("files"), dir.path().join("media.db"));
         let env = |user: &str| {
-            vec![
+            let mut env = vec![
                 ("MEDIABUS__NATS__URL", nats.url()),
                 ("MEDIABUS__NATS__USER", user.to_owned()),
                 ("MEDIABUS__NATS__PASSWORD", nats.password(user)),
                 ("MEDIABUS__STORAGE__ROOT", files.to_str().unwrap().to_owned()),
                 ("MEDIABUS__STORE__PATH", db.to_str().unwrap().to_owned()),
-            ]
+            ];
+            env.extend(all_extra.iter().map(|(k, v)| (*k, v.to_string())));
+            env
         };
         let media = Proc::start("media-service", dir.path(), "media", &env("media"));
         let mut bridge_env = env("bridge");
@@ -301,6 +324,153 @@ async fn one_upload_logs_one_trace_id_in_the_bridge_the_media_service_and_the_pr
     let bridge = stack.bridge.log_lines();
     assert!(bridge.iter().any(|l| l["trace_id"] == new_trace), "the bridge logged another trace id");
     drop(stack.dir);
+}
+
+/// An OTLP/HTTP trace receiver (<https://opentelemetry.io/docs/specs/otlp/#otlphttp>) on
+/// 127.0.0.1, a port of the system's choosing: keeps the JSON body of every `POST /v1/traces`
+/// (an `ExportTraceServiceRequest`) and answers `{}` (full success); anything else is counted as
+/// rejected and answered 400.
+struct OtlpReceiver {
+    port: u16,
+    requests: Arc<Mutex<Vec<Value>>>,
+    rejected: Arc<AtomicUsize>,
+}
+
+impl OtlpReceiver {
+    async fn start() -> Self {
+        use axum::http::{StatusCode, header};
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let rejected = Arc::new(AtomicUsize::new(0));
+        let (kept, refused) = (requests.clone(), rejected.clone());
+        let receive = move |headers: axum::http::HeaderMap, body: Bytes| async move {
+            let json = headers.get(header::CONTENT_TYPE).is_some_and(|v| v == "application/json");
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(request) if json => {
+                    kept.lock().unwrap().push(request);
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}")
+                }
+                _ => {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], "{}")
+                }
+            }
+        };
+        let app = axum::Router::new().route("/v1/traces", axum::routing::post(receive));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { port, requests, rejected }
+    }
+
+    /// Every span received so far with its resource's `service.name`. OTLP JSON: `resourceSpans[]`
+    /// → `resource.attributes` and `scopeSpans[]` → `spans[]`, ids as lowercase hex.
+    fn spans(&self) -> Vec<(String, Value)> {
+        let requests = self.requests.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for resource_spans in requests.iter().flat_map(|r| r["resourceSpans"].as_array().cloned().unwrap_or_default()) {
+            let service = attribute(&resource_spans["resource"], "service.name").unwrap_or_default().to_owned();
+            for scope in resource_spans["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    out.push((service.clone(), span.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The string value of attribute `key` of an OTLP JSON resource or span (`attributes: [{key,
+/// value: {stringValue}}]`).
+fn attribute<'a>(item: &'a Value, key: &str) -> Option<&'a str> {
+    item["attributes"].as_array()?.iter().find(|a| a["key"] == key)?["value"]["stringValue"].as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upload_exports_spans_of_one_trace_over_otlp_from_the_bridge_the_media_service_and_the_processor() {
+    let collector = OtlpReceiver::start().await;
+    let endpoint = format!("http://127.0.0.1:{}", collector.port);
+    // Batches every 100 ms rather than the default 5 s.
+    let otlp = [("MEDIABUS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let stack = Stack::start_with(true, &[], &otlp);
+    let token = dev_token("alice");
+    let trace_id = mediabus_telemetry::trace::TraceContext::new_root().trace_id_hex();
+    let client_span = "b7ad6b7169203331";
+    let traceparent = format!("00-{trace_id}-{client_span}-01");
+    let created = stack.upload(&token, &media_files().png, &[("traceparent", &traceparent)]).await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+
+    // Each service's request span of the upload: the bridge's HTTP request, the media service's
+    // `upload_file`, the processor's job (exported once the job has ended).
+    let wanted = [("http-bridge", "http"), ("media-service", "rpc"), ("media-processor", "job")];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let spans = loop {
+        let spans: Vec<(String, Value)> =
+            collector.spans().into_iter().filter(|(_, span)| span["traceId"] == trace_id.as_str()).collect();
+        let all_in =
+            wanted.iter().all(|(service, name)| spans.iter().any(|(s, span)| s == service && span["name"] == *name));
+        if all_in {
+            break spans;
+        }
+        assert!(Instant::now() < deadline, "not every service exported a span of trace {trace_id}: {spans:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(collector.rejected.load(Ordering::SeqCst), 0, "the receiver refused an export request");
+    let find = |service: &str, name: &str| {
+        spans.iter().find(|(s, span)| s == service && span["name"] == name).map(|(_, span)| span.clone()).unwrap()
+    };
+    // The bridge continues the client's context: its span's parent is the client's span.
+    let http = find("http-bridge", "http");
+    assert_eq!(http["parentSpanId"], client_span, "{http:#}");
+    assert_eq!(attribute(&http, "method"), Some("POST"), "{http:#}");
+    // The span fields are the attributes, the trace id among them as in the JSON logs.
+    let rpc = find("media-service", "rpc");
+    assert_eq!(attribute(&rpc, "subject"), Some("upload_file"), "{rpc:#}");
+    assert_eq!(attribute(&rpc, "trace_id"), Some(trace_id.as_str()), "{rpc:#}");
+    assert!(attribute(&rpc, "request_id").is_some_and(|r| !r.is_empty()), "{rpc:#}");
+    let job = find("media-processor", "job");
+    assert_eq!(attribute(&job, "trace_id"), Some(trace_id.as_str()), "{job:#}");
+    // Nothing in the trace started a trace of its own: every span has a parent, and the ids are 8 bytes.
+    for (service, span) in &spans {
+        let (id, parent) =
+            (span["spanId"].as_str().unwrap_or_default(), span["parentSpanId"].as_str().unwrap_or_default());
+        assert!(id.len() == 16 && parent.len() == 16, "{service}: {span:#}");
+    }
+    // The JSON logs are as without export: their lines carry the same trace id.
+    assert!(
+        stack.media.log_lines().iter().any(|l| l["trace_id"] == trace_id.as_str()),
+        "no media log line in trace {trace_id}"
+    );
+    assert!(
+        stack.bridge.log_lines().iter().any(|l| l["trace_id"] == trace_id.as_str()),
+        "no bridge log line in trace {trace_id}"
+    );
+    drop(stack.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spans_still_queued_are_exported_when_a_service_stops() {
+    let collector = OtlpReceiver::start().await;
+    let endpoint = format!("http://127.0.0.1:{}", collector.port);
+    // No timed export within the test (10 min): only the flush on shutdown sends them.
+    let otlp = [("MEDIABUS__TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "600000")];
+    let mut stack = Stack::start_with(false, &[], &otlp);
+    let trace_id = mediabus_telemetry::trace::TraceContext::new_root().trace_id_hex();
+    let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let bearer = format!("Bearer {}", dev_token("alice"));
+    let headers = [("authorization", bearer.as_str()), ("traceparent", traceparent.as_str())];
+    let reply = call(stack.port(), "GET", "/api/media/missing", &headers, "").await;
+    assert_eq!(reply.status, 404);
+    assert!(collector.spans().is_empty(), "exported before the shutdown: {:#?}", collector.spans());
+
+    for proc in [&mut stack.bridge, &mut stack.media] {
+        let status = proc.terminate().await;
+        assert!(status.success(), "{status:?}: {}", std::fs::read_to_string(&proc.log).unwrap_or_default());
+    }
+    let spans: Vec<(String, Value)> =
+        collector.spans().into_iter().filter(|(_, span)| span["traceId"] == trace_id.as_str()).collect();
+    let has = |service: &str, name: &str| spans.iter().any(|(s, span)| s == service && span["name"] == name);
+    assert!(has("http-bridge", "http") && has("media-service", "rpc"), "{spans:#?}");
+    assert_eq!(collector.rejected.load(Ordering::SeqCst), 0, "the receiver refused an export request");
 }
 
 fn unix_ms() -> u64 {

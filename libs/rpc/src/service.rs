@@ -393,14 +393,17 @@ pub(crate) fn is_inbox(subject: &str) -> bool {
 }
 
 /// The span every log line of a request runs in: service, subject, request id (the caller's
-/// `X-Request-Id`, else a new NUID) and trace id (the caller's `traceparent`, else a new one).
+/// `X-Request-Id`, else a new NUID) and trace id (the caller's `traceparent`, else a new one). With
+/// OTLP export on, it is exported as a child of that `traceparent`.
 fn request_span(service: &str, subject: &str, headers: Option<&HeaderMap>) -> tracing::Span {
     let request_id = headers
         .and_then(|h| h.get("X-Request-Id").or_else(|| h.get("x-request-id")))
         .map_or_else(|| nuid::next().to_string(), |v| v.as_str().to_owned());
     let trace = mediabus_telemetry::trace::TraceContext::from_headers(headers)
         .unwrap_or_else(mediabus_telemetry::trace::TraceContext::new_root);
-    tracing::info_span!("rpc", %service, %subject, %request_id, trace_id = %trace.trace_id_hex())
+    let span = tracing::info_span!("rpc", %service, %subject, %request_id, trace_id = %trace.trace_id_hex());
+    trace.attach_to(&span);
+    span
 }
 
 /// 503 `UNAVAILABLE` with `Retry-After: 1` to a request that found the queue full.

@@ -10,12 +10,14 @@
 //!   text (format 0.0.4) on `metrics.listen` at `GET /metrics`, with `GET /healthz` (liveness)
 //!   and `GET /readyz` (the checks of [`add_readiness_check`]) beside it; off when
 //!   `metrics.listen` is empty, and then every `metrics::counter!` is a no-op;
-//! - traces: [`trace::TraceContext`], the W3C `traceparent` read from and written to NATS headers.
-//!
-//! OTLP export (`telemetry.otlp_endpoint`) is not compiled into this build: the OpenTelemetry
-//! exporter's dependency tree (tonic/prost or an HTTP client) is not worth its build cost here, so a
-//! set endpoint is reported once at start-up and trace ids still flow through headers and logs.
+//! - traces: [`trace::TraceContext`], the W3C `traceparent` read from and written to NATS headers;
+//!   when `telemetry.otlp_endpoint` is set, [`setup`] also exports the spans over OTLP/HTTP
+//!   (<https://opentelemetry.io/docs/specs/otlp/#otlphttp>, JSON encoding) to
+//!   `<endpoint>/v1/traces`, as resource `service.name` = the service name, the request spans
+//!   continuing the caller's trace ([`trace::TraceContext::attach_to`]); [`shutdown`] sends what
+//!   is still queued. Without an endpoint no exporter, thread or task exists.
 
+mod otlp;
 pub mod trace;
 
 use std::future::Future;
@@ -32,7 +34,9 @@ use tracing_subscriber::EnvFilter;
 pub struct TelemetrySettings {
     /// `json` (JSON lines, production) or `text` (human-readable, development).
     pub format: LogFormat,
-    /// OTLP collector endpoint; empty: no export. See the crate documentation.
+    /// OTLP/HTTP collector endpoint for traces, e.g. `http://collector:4318` (spans go to
+    /// `POST <endpoint>/v1/traces` as JSON); plain `http://` only; empty (the default): no export.
+    /// See the crate documentation.
     #[serde(default)]
     pub otlp_endpoint: String,
 }
@@ -64,31 +68,50 @@ pub enum TelemetryError {
     /// A metrics recorder was already installed in this process.
     #[error("metrics recorder: {0}")]
     Recorder(String),
+    /// `telemetry.otlp_endpoint` is not an `http://` URL, or the OTLP exporter cannot be built.
+    #[error("OTLP trace export: {0}")]
+    Otlp(String),
 }
 
 /// Installs a text subscriber on stderr filtered by `RUST_LOG` (default `info`): for tools, tests,
 /// and for reporting a configuration error before the settings (and so [`setup`]) are known.
 /// Later calls, and a later [`setup`], leave the first subscriber in place.
 pub fn init() {
-    init_logs(LogFormat::Text);
+    init_logs(LogFormat::Text, None);
 }
 
-/// Installs the log subscriber of `telemetry.format` and, when `metrics.listen` is set, the
-/// Prometheus recorder and its listener (a background task on the current tokio runtime).
-/// Returns the bound metrics address (useful with port 0). Call once, early in `main`.
+/// Installs the log subscriber of `telemetry.format`; when `telemetry.otlp_endpoint` is set, the
+/// OTLP span exporter beside it (a batch thread, exports on the current tokio runtime; see the
+/// crate documentation); when `metrics.listen` is set, the Prometheus recorder and its listener (a
+/// background task on the current tokio runtime). Returns the bound metrics address (useful with
+/// port 0). Call once, early in `main`, and [`shutdown`] before `main` returns.
 ///
-/// Errors: the metrics address cannot be bound, or a recorder is already installed.
+/// Errors: `telemetry.otlp_endpoint` is not an `http://` URL, the metrics address cannot be
+/// bound, or a recorder is already installed.
 pub async fn setup(
     service: &str,
     telemetry: &TelemetrySettings,
     metrics: &MetricsSettings,
 ) -> Result<Option<SocketAddr>, TelemetryError> {
-    init_logs(telemetry.format);
-    if !telemetry.otlp_endpoint.is_empty() {
-        tracing::warn!(
-            endpoint = %telemetry.otlp_endpoint,
-            "telemetry.otlp_endpoint is set but OTLP export is not built in; trace ids stay in headers and logs"
-        );
+    let endpoint = telemetry.otlp_endpoint.trim();
+    if endpoint.is_empty() {
+        init_logs(telemetry.format, None);
+    } else {
+        let (provider, tracer) = match otlp::setup(service, endpoint) {
+            Ok(exporter) => exporter,
+            Err(e) => {
+                // Logs still, so that the caller can report the error.
+                init_logs(telemetry.format, None);
+                return Err(e);
+            }
+        };
+        // A subscriber installed earlier (`init`) stays, and then nothing would feed the exporter.
+        if init_logs(telemetry.format, Some(tracer)) {
+            otlp::keep(provider);
+            tracing::info!(service, endpoint, "exporting traces over OTLP/HTTP");
+        } else {
+            tracing::warn!(endpoint, "a log subscriber was already installed: traces are not exported");
+        }
     }
     if metrics.listen.is_empty() {
         return Ok(None);
@@ -110,6 +133,13 @@ pub async fn setup(
     });
     tracing::info!(service, listen = %local, "metrics at http://{local}/metrics");
     Ok(Some(local))
+}
+
+/// Sends the spans still queued for OTLP export (5 s at most) and stops the exporter: call it where
+/// `main` returns, after the service has stopped. Does nothing without `telemetry.otlp_endpoint`,
+/// or when called again; spans ended later are not exported. Failures are logged, not returned.
+pub async fn shutdown() {
+    otlp::shutdown().await;
 }
 
 type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
@@ -160,19 +190,37 @@ async fn readyz() -> axum::response::Response {
     (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn init_logs(format: LogFormat) {
+/// Installs the global subscriber: logs of `format` and, with `tracer`, the layer turning spans into
+/// OpenTelemetry spans. The filter (`RUST_LOG`) is the subscriber's, so both see the same spans.
+/// Returns `false` when a subscriber was already installed (it stays).
+fn init_logs(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> bool {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
+    let installed = match format {
+        LogFormat::Text => builder.finish().with(span_layer(tracer)).try_init(),
         LogFormat::Json => {
             let json = tracing_subscriber::fmt::format().json().with_current_span(false).with_span_list(true);
             builder
                 .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
                 .event_format(WithIds(json))
+                .finish()
+                .with(span_layer(tracer))
                 .try_init()
         }
     };
+    installed.is_ok()
+}
+
+/// The `tracing` → OpenTelemetry layer over subscriber `S`, when there is a tracer (`None`: no layer).
+fn span_layer<S>(
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer))
 }
 
 /// A JSON event format that lifts `request_id` and `trace_id` from the event's innermost span

@@ -1,6 +1,7 @@
 //! W3C Trace Context (<https://www.w3.org/TR/trace-context/>, version `00`): the `traceparent`
 //! header `00-<trace-id: 32 hex>-<parent-id: 16 hex>-<flags: 2 hex>`, read from and written to
-//! NATS headers ([`async_nats::HeaderMap`]) and HTTP headers as a string.
+//! NATS headers ([`async_nats::HeaderMap`]) and HTTP headers as a string; and the remote parent
+//! of a request's span for OTLP export ([`TraceContext::attach_to`]).
 
 use std::fmt;
 
@@ -71,6 +72,36 @@ impl TraceContext {
     /// The trace id as 32 lowercase hex digits (what logs carry as `trace_id`).
     pub fn trace_id_hex(&self) -> String {
         hex(&self.trace_id)
+    }
+
+    /// Makes this context the remote parent of `span` in OpenTelemetry: the span is exported with
+    /// this trace id and `span_id` as its parent span id, sampled as `flags` say (bit 0), so the
+    /// spans of one request in every service form one trace. Call it on a new span, before it is
+    /// first entered. Does nothing when spans are not exported (no `telemetry.otlp_endpoint`, no
+    /// OpenTelemetry layer) or the span is disabled by the log filter; the span's own fields and
+    /// log lines are unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mediabus_telemetry::trace::TraceContext;
+    ///
+    /// let trace = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+    /// let span = tracing::info_span!("rpc", trace_id = %trace.trace_id_hex());
+    /// trace.attach_to(&span);
+    /// ```
+    pub fn attach_to(&self, span: &tracing::Span) {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let parent = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::NONE,
+        );
+        // Err without the layer (no export) or once the span has started: nothing to do then.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
     }
 }
 
@@ -143,5 +174,50 @@ mod tests {
         let mut headers = async_nats::HeaderMap::new();
         root.inject(&mut headers);
         assert_eq!(TraceContext::from_headers(Some(&headers)), Some(root));
+    }
+
+    /// The spans an SDK provider ended, kept in memory.
+    #[derive(Debug, Clone, Default)]
+    struct Kept(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Kept {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_attached_span_continues_the_trace_and_a_child_follows_it() {
+        use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+        use tracing_subscriber::layer::SubscriberExt;
+        let kept = Kept::default();
+        let provider =
+            opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(kept.clone()).build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let sampled = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        let unsampled = TraceContext::parse("00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00").unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", subject = "upload_file");
+            sampled.attach_to(&span);
+            span.in_scope(|| tracing::info_span!("inner").in_scope(|| {}));
+            let dropped = tracing::info_span!("job");
+            unsampled.attach_to(&dropped);
+            dropped.in_scope(|| {});
+        });
+        let spans = kept.0.lock().unwrap().clone();
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+        assert_eq!(names, ["inner", "rpc"], "an unsampled parent is not exported");
+        let (inner, rpc) = (&spans[0], &spans[1]);
+        assert_eq!(rpc.span_context.trace_id(), TraceId::from_bytes(sampled.trace_id));
+        assert_eq!((rpc.parent_span_id, rpc.parent_span_is_remote), (SpanId::from_bytes(sampled.span_id), true));
+        assert_eq!(inner.span_context.trace_id(), rpc.span_context.trace_id());
+        assert_eq!(inner.parent_span_id, rpc.span_context.span_id());
+        // Without the layer, nothing to attach to: no panic, no effect.
+        sampled.attach_to(&tracing::info_span!("unexported"));
     }
 }

@@ -33,5 +33,8 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let nats = settings.nats.clone();
-    mediabus_rpc::run_worker("auth-service", &nats, |nats| auth_service::start(settings, nats)).await
+    let code = mediabus_rpc::run_worker("auth-service", &nats, |nats| auth_service::start(settings, nats)).await;
+    // The spans still queued for OTLP export (a no-op without `telemetry.otlp_endpoint`).
+    mediabus_telemetry::shutdown().await;
+    code
 }

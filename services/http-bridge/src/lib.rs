@@ -200,7 +200,13 @@ pub fn app(state: AppState) -> Router {
             let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let (id, traceparent) = (header("x-request-id"), header("traceparent"));
             let trace_id = traceparent.get(3..35).unwrap_or_default();
-            tracing::info_span!("http", request_id = %id, %trace_id, method = %request.method(), path = %request.uri().path())
+            let (method, path) = (request.method(), request.uri().path());
+            let span = tracing::info_span!("http", request_id = %id, %trace_id, %method, %path);
+            // Exported (OTLP) as a child of the request's traceparent, the trace its NATS calls continue.
+            if let Some(trace) = mediabus_telemetry::trace::TraceContext::parse(traceparent) {
+                trace.attach_to(&span);
+            }
+            span
         })
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
     router

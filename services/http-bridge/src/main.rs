@@ -60,5 +60,7 @@ async fn main() -> ExitCode {
     http_bridge::server::serve(listener, app(state), limits, mediabus_rpc::shutdown_signal()).await;
     // The counts gathered since the last periodic flush.
     analytics.flush().await;
+    // The spans still queued for OTLP export (a no-op without `telemetry.otlp_endpoint`).
+    mediabus_telemetry::shutdown().await;
     ExitCode::SUCCESS
 }

@@ -222,6 +222,7 @@ async fn pull_loop(pull: Pull) {
         let trace = mediabus_telemetry::trace::TraceContext::from_headers(message.headers.as_ref())
             .unwrap_or_else(mediabus_telemetry::trace::TraceContext::new_root);
         let span = tracing::info_span!("job", trace_id = %trace.trace_id_hex());
+        trace.attach_to(&span);
         pull.tasks.spawn(
             async move {
                 job.handle(message).await;

@@ -44,5 +44,7 @@ async fn main() -> ExitCode {
     mediabus_rpc::shutdown_signal().await;
     tracing::info!("signal received, draining");
     runtime.shutdown().await;
+    // The spans still queued for OTLP export (a no-op without `telemetry.otlp_endpoint`).
+    mediabus_telemetry::shutdown().await;
     ExitCode::SUCCESS
 }
