@@ -429,6 +429,9 @@ async fn one_upload_exports_spans_of_one_trace_over_otlp_from_the_bridge_the_med
     assert!(attribute(&rpc, "request_id").is_some_and(|r| !r.is_empty()), "{rpc:#}");
     let job = find("media-processor", "job");
     assert_eq!(attribute(&job, "trace_id"), Some(trace_id.as_str()), "{job:#}");
+    // One chain: each hop sends its own span on as the next hop's parent.
+    assert_eq!(rpc["parentSpanId"], http["spanId"], "the worker's span is a child of the bridge's");
+    assert_eq!(job["parentSpanId"], rpc["spanId"], "the job's span is a child of the worker's");
     // Nothing in the trace started a trace of its own: every span has a parent, and the ids are 8 bytes.
     for (service, span) in &spans {
         let (id, parent) =

@@ -66,14 +66,19 @@ impl<S> Ctx<S> {
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
     }
 
-    /// The headers worth passing on when this handler calls another service:
-    /// `Authorization` and `traceparent` (W3C trace context).
+    /// The headers worth passing on when this handler calls another service or emits an event:
+    /// `Authorization` and `traceparent` (W3C trace context; with OTLP export on, naming this
+    /// request's span as the parent, see `TraceContext::of_span`).
     pub fn forwarded_headers(&self) -> HeaderMap {
         let mut out = HeaderMap::new();
         for name in crate::FORWARDED_HEADERS {
             if let Some(value) = self.header(name) {
                 out.insert(name, value);
             }
+        }
+        // With OTLP export, events and jobs are children of this request's span.
+        if let Some(hop) = mediabus_telemetry::trace::TraceContext::of_span(&tracing::Span::current()) {
+            out.insert(mediabus_telemetry::trace::TRACEPARENT, hop.to_string().as_str());
         }
         out
     }

@@ -103,6 +103,22 @@ impl TraceContext {
         // Err without the layer (no export) or once the span has started: nothing to do then.
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
     }
+
+    /// The context a hop sends on from inside `span`: its trace, with `span`'s own exported span
+    /// id as the next hop's parent, so the exported spans of a request form a chain (bridge →
+    /// worker → job). `None` when `span` is not exported (no `telemetry.otlp_endpoint`, filtered
+    /// out, or not sampled): the hop then forwards the `traceparent` it received.
+    pub fn of_span(span: &tracing::Span) -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let context = span.context();
+        let own = context.span().span_context().clone();
+        (own.is_valid() && own.is_sampled()).then(|| Self {
+            trace_id: own.trace_id().to_bytes(),
+            span_id: own.span_id().to_bytes(),
+            flags: own.trace_flags().to_u8(),
+        })
+    }
 }
 
 impl fmt::Display for TraceContext {
@@ -217,7 +233,19 @@ mod tests {
         assert_eq!((rpc.parent_span_id, rpc.parent_span_is_remote), (SpanId::from_bytes(sampled.span_id), true));
         assert_eq!(inner.span_context.trace_id(), rpc.span_context.trace_id());
         assert_eq!(inner.parent_span_id, rpc.span_context.span_id());
+        let hop = tracing::subscriber::with_default(
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t"))),
+            || {
+                let span = tracing::info_span!("http");
+                sampled.attach_to(&span);
+                TraceContext::of_span(&span)
+            },
+        )
+        .expect("an exported span is a hop");
+        assert_eq!(hop.trace_id, sampled.trace_id);
+        assert_ne!(hop.span_id, sampled.span_id, "the next hop's parent is this span, not the caller's");
         // Without the layer, nothing to attach to: no panic, no effect.
         sampled.attach_to(&tracing::info_span!("unexported"));
+        assert_eq!(TraceContext::of_span(&tracing::info_span!("unexported")), None);
     }
 }

@@ -272,6 +272,10 @@ fn nats_headers(headers: &HeaderMap) -> async_nats::HeaderMap {
             nats_headers.insert(name, value);
         }
     }
+    // With OTLP export, the worker's span is a child of this request's `http` span.
+    if let Some(hop) = mediabus_telemetry::trace::TraceContext::of_span(&tracing::Span::current()) {
+        nats_headers.insert(mediabus_telemetry::trace::TRACEPARENT, hop.to_string().as_str());
+    }
     nats_headers
 }
 
