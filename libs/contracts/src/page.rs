@@ -10,8 +10,8 @@ use crate::media::{Media, MediaStatus, MediaType};
 #[serde(rename_all = "camelCase")]
 pub struct Page {
     pub items: Vec<Media>,
-    /// How many documents match the filter in all (not just this page): exact up to 10,000; with
-    /// more matches it is 10,001, meaning "more than 10,000" (stores stop counting there).
+    /// How many documents match the filter in all (not just this page): exact up to 1,000; with
+    /// more matches it is 1,001, meaning "more than 1,000" (stores stop counting there).
     pub total: u64,
     pub limit: u32,
     /// Opaque; pass as `cursor` to get the next page. `null` on the last page.

@@ -177,8 +177,9 @@ pub trait MediaStore: LifecycleStore + Send + Sync {
     /// - `q`: case-insensitive substring of `originalName`, taken literally (no wildcards);
     /// - order: `createdAt` then id, both descending (`NewestFirst`) or ascending (`OldestFirst`);
     /// - `limit` is clamped to 1..=[`MAX_LIMIT`]; `Page::limit` reports the clamped value;
-    /// - `total` counts all matches, ignoring the cursor, exactly up to [`TOTAL_CAP`] (10,000);
-    ///   with more matches it is `TOTAL_CAP + 1` ("more than 10,000"): counting stops there;
+    /// - `total` counts all matches, ignoring the cursor, exactly up to [`TOTAL_CAP`] (1,000);
+    ///   with more matches it is `TOTAL_CAP + 1` ("more than 1,000"): counting stops there, so
+    ///   its cost does not grow with the table (the SQLite store reads it from indexes alone);
     /// - `next_cursor` is set when more items follow: an opaque URL-safe token for the last item
     ///   of this page; the next page starts strictly after it, so concurrent inserts never cause
     ///   duplicates or gaps among existing items.

@@ -99,6 +99,20 @@ impl MongoStore {
             ("media_entity", doc! { "entityId": 1, "entityType": 1, "createdAt": 1, "_id": 1 }),
             ("media_status", doc! { "status": 1, "createdAt": 1, "_id": 1 }),
             ("media_public", doc! { "isPublic": 1, "createdAt": 1, "_id": 1 }),
+            // A caller's visibility is read as separate ranges (see `visibility_branches`):
+            // `isPublic` right after the equality filter, then the sort key; `status` and `type`
+            // after it let the usual filters be checked from the index. New names, as an existing
+            // index cannot change its keys.
+            (
+                "media_user_visible",
+                doc! { "userId": 1, "isPublic": 1, "createdAt": 1, "_id": 1, "status": 1, "type": 1 },
+            ),
+            (
+                "media_entity_visible",
+                doc! {
+                    "entityId": 1, "entityType": 1, "isPublic": 1, "createdAt": 1, "_id": 1, "status": 1, "type": 1
+                },
+            ),
         ]
         .map(|(name, keys)| index(name, keys, false));
         self.media.create_indexes(media).await.map_err(backend)?;
@@ -378,11 +392,11 @@ fn literal_regex(q: &str) -> String {
     out
 }
 
-/// The query for a listing's filter, without the cursor condition.
-fn filter_doc(filter: &ListFilter) -> Document {
+/// The queries of a listing's filter, without the cursor condition: one per alternative of the
+/// visibility rule (see [`visibility_branches`]), each ANDed to the filter's fields; one when the
+/// rule adds nothing.
+fn filter_docs(filter: &ListFilter) -> Vec<Document> {
     let mut query = Document::new();
-    // `$or` clauses go into `$and`, since a document holds one `$or` key at most.
-    let mut all = Vec::new();
     match filter.status {
         None => query.insert("status", doc! { "$ne": MediaStatus::Deleted.as_str() }),
         Some(status) => query.insert("status", status.as_str()),
@@ -402,20 +416,39 @@ fn filter_doc(filter: &ListFilter) -> Document {
     if let Some(is_public) = filter.is_public {
         query.insert("isPublic", is_public);
     }
-    match &filter.visibility {
-        Visibility::All => {}
-        Visibility::PublicOnly => all.push(doc! { "isPublic": true }),
-        Visibility::PublicOr { user_id } => {
-            all.push(doc! { "$or": [ { "isPublic": true }, { "userId": user_id } ] });
-        }
-    }
     if let Some(q) = &filter.q {
         query.insert("originalName", doc! { "$regex": literal_regex(q), "$options": "i" });
     }
-    if !all.is_empty() {
-        query.insert("$and", all);
+    let branches = visibility_branches(&filter.visibility);
+    if branches.is_empty() {
+        return vec![query];
     }
-    query
+    // In `$and`, as the filter's own `userId` / `isPublic` may hold a different value.
+    branches
+        .into_iter()
+        .map(|branch| {
+            let mut branch_query = query.clone();
+            branch_query.insert("$and", vec![branch]);
+            branch_query
+        })
+        .collect()
+}
+
+/// The visibility rule as disjoint alternatives: none for `All`, `isPublic` for `PublicOnly`, and
+/// for `PublicOr` the public media and the caller's own that are not public. As one
+/// `$or: [{isPublic: true}, {userId}]` beside other conditions and a sort, a page depends on the
+/// planner merging two ordered index scans, or else sorts every visible match; queried apart, each
+/// alternative is one index range read in order (`media_public`, `media_user_visible`,
+/// `media_entity_visible`) on any server. `isPublic: false`, not `$ne: true`, keeps the second a
+/// point of the index (a document without a boolean `isPublic` does not decode anyway).
+fn visibility_branches(visibility: &Visibility) -> Vec<Document> {
+    match visibility {
+        Visibility::All => vec![],
+        Visibility::PublicOnly => vec![doc! { "isPublic": true }],
+        Visibility::PublicOr { user_id } => {
+            vec![doc! { "isPublic": true }, doc! { "userId": user_id, "isPublic": false }]
+        }
+    }
 }
 
 /// Adds "strictly after `key` in `sort` order" to `query`.
@@ -472,32 +505,56 @@ impl MediaStore for MongoStore {
         if exists { Ok(false) } else { Err(StoreError::NotFound) }
     }
 
+    /// Each alternative of the visibility rule (see [`visibility_branches`]) is counted and paged
+    /// on its own, all at once: the first `limit + 1` documents of each, in index order, then
+    /// merged here. The alternatives are disjoint, so their counts add up (each stops at
+    /// `TOTAL_CAP + 1`, the sum is capped there too).
     async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
         let after = filter.cursor.as_deref().map(CursorKey::decode).transpose()?;
         let limit = clamp_limit(filter.limit);
-        let mut query = filter_doc(filter);
-        // Counting stops after TOTAL_CAP + 1 matches (see `MediaStore::list`): bounded work per page.
-        let total = self.media.count_documents(query.clone()).limit(TOTAL_CAP + 1).await.map_err(backend)?;
-        if let Some(key) = &after {
-            add_cursor(&mut query, key, filter.sort);
-        }
         let dir = match filter.sort {
             SortOrder::NewestFirst => -1,
             SortOrder::OldestFirst => 1,
         };
-        // One extra document tells whether another page follows.
-        let docs: Vec<Document> = self
-            .media
-            .find(query)
-            .sort(doc! { "createdAt": dir, "_id": dir })
-            .limit(i64::from(limit) + 1)
-            .await
-            .map_err(backend)?
-            .try_collect()
-            .await
-            .map_err(backend)?;
-        let items = docs.iter().map(|d| media_from_doc(d).map(|r| r.media)).collect::<Result<Vec<_>, _>>()?;
-        Ok(page_from_overfetch(items, total, limit))
+        let branches = filter_docs(filter).into_iter().map(|mut query| {
+            let after = after.as_ref();
+            async move {
+                // Counting stops after TOTAL_CAP + 1 matches (see `MediaStore::list`): bounded work per page.
+                let total = self.media.count_documents(query.clone()).limit(TOTAL_CAP + 1).await.map_err(backend)?;
+                if let Some(key) = after {
+                    add_cursor(&mut query, key, filter.sort);
+                }
+                // One extra document tells whether another page follows.
+                let docs: Vec<Document> = self
+                    .media
+                    .find(query)
+                    .sort(doc! { "createdAt": dir, "_id": dir })
+                    .limit(i64::from(limit) + 1)
+                    .await
+                    .map_err(backend)?
+                    .try_collect()
+                    .await
+                    .map_err(backend)?;
+                Ok::<_, StoreError>((total, docs))
+            }
+        });
+        let pages = futures_util::future::try_join_all(branches).await?;
+        let merge = pages.len() > 1;
+        let (mut total, mut items) = (0, Vec::new());
+        for (count, docs) in pages {
+            total += count;
+            for d in &docs {
+                items.push(media_from_doc(d)?.media);
+            }
+        }
+        if merge {
+            // Both orders compare `_id` as MongoDB does (binary strings), so the merge keeps the cursor's order.
+            items.sort_by(|a, b| {
+                let order = (a.created_at.unix_millis(), &a.id).cmp(&(b.created_at.unix_millis(), &b.id));
+                if dir < 0 { order.reverse() } else { order }
+            });
+        }
+        Ok(page_from_overfetch(items, total.min(TOTAL_CAP + 1), limit))
     }
 
     async fn claim_idempotency(&self, scope_key: &str, media_id: &str) -> Result<Option<String>, StoreError> {
@@ -676,5 +733,95 @@ mod tests {
             "null": null, "arr": [1, "two", {"three": 3}], "$date": {"$numberLong": "1"}, "a.b": 1
         });
         assert_eq!(bson_to_json(&json_to_bson(&value)), value);
+    }
+
+    /// `total` adds up the caller's two alternatives (public; own and not public), each counted
+    /// once, up to `TOTAL_CAP`; pages merge them in order across cursors, both ways. (On
+    /// nx-27017 unless `MONGODB_URI` names a server; whole-second times, as the stand-in compares
+    /// dates to the second.)
+    #[tokio::test]
+    async fn a_callers_listing_merges_and_counts_both_branches() {
+        let server = mediabus_testkit::MongoServer::start();
+        let store = MongoStore::connect(server.uri(), server.database()).await.unwrap();
+        if server.is_stand_in() {
+            // As the store's test suites do: nx-27017 breaks inserts once listing indexes exist.
+            store.media.drop_indexes().await.unwrap();
+        }
+        let listed = |id: String, user: &str, public: bool, second: i64| {
+            let at = Timestamp::from_unix_millis(1_795_219_200_000 + second * 1000);
+            let media = Media {
+                url: format!("/api/media/{id}/content"),
+                original_name: format!("{id}.png"),
+                id,
+                media_type: MediaType::Image,
+                mime_type: "image/png".into(),
+                size: 1,
+                user_id: user.to_owned(),
+                entity_id: None,
+                entity_type: None,
+                metadata: None,
+                is_public: public,
+                status: MediaStatus::Ready,
+                created_at: at,
+                updated_at: at,
+                checksum: None,
+                details: None,
+                variants: vec![],
+                failure_reason: None,
+            };
+            MediaRecord { media, storage_key: None }
+        };
+        let cap = TOTAL_CAP as i64;
+        // u1: cap/2 private and 10 public; others: cap/2 public, 50 private; 20 DELETED public.
+        let mut records = Vec::new();
+        for i in 0..cap / 2 {
+            records.push(listed(format!("own-{i:05}"), "u1", false, i * 2));
+            records.push(listed(format!("pub-{i:05}"), "u2", true, i * 2 + (i % 3)));
+        }
+        for i in 0..10 {
+            records.push(listed(format!("own-pub-{i:02}"), "u1", true, i * 7));
+        }
+        for i in 0..50 {
+            records.push(listed(format!("other-{i:02}"), "u3", false, i));
+        }
+        for i in 0..20 {
+            let mut deleted = listed(format!("deleted-{i:02}"), "u2", true, i);
+            deleted.media.status = MediaStatus::Deleted;
+            records.push(deleted);
+        }
+        let docs = records.iter().map(media_to_doc).collect::<Result<Vec<_>, _>>().unwrap();
+        store.media.insert_many(docs).await.unwrap();
+
+        let caller = |user: &str| ListFilter::new(Visibility::PublicOr { user_id: user.into() });
+        assert_eq!(store.list(&caller("u1")).await.unwrap().total, TOTAL_CAP + 1, "more than the cap");
+        assert_eq!(store.list(&caller("u3")).await.unwrap().total, TOTAL_CAP / 2 + 10 + 50, "exact below it");
+        let own_private = ListFilter { is_public: Some(false), ..caller("u1") };
+        assert_eq!(store.list(&own_private).await.unwrap().total, TOTAL_CAP / 2);
+
+        // u3's listing walked in pages of 97, both orders, against the order computed here.
+        let mut visible: Vec<&MediaRecord> = records
+            .iter()
+            .filter(|r| r.media.status != MediaStatus::Deleted && (r.media.is_public || r.media.user_id == "u3"))
+            .collect();
+        visible.sort_by_key(|r| (r.media.created_at, r.media.id.clone()));
+        let oldest_first: Vec<String> = visible.iter().map(|r| r.media.id.clone()).collect();
+        for sort in [SortOrder::NewestFirst, SortOrder::OldestFirst] {
+            let mut filter = ListFilter { limit: 97, sort, ..caller("u3") };
+            let mut walked = Vec::new();
+            loop {
+                let page = store.list(&filter).await.unwrap();
+                walked.extend(page.items.into_iter().map(|m| m.id));
+                match page.next_cursor {
+                    Some(cursor) => filter.cursor = Some(cursor),
+                    None => break,
+                }
+            }
+            let mut expected = oldest_first.clone();
+            if sort == SortOrder::NewestFirst {
+                expected.reverse();
+            }
+            assert_eq!(walked, expected, "{sort:?}");
+        }
+        store.database().drop().await.unwrap();
     }
 }

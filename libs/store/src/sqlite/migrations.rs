@@ -143,6 +143,21 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     ) STRICT, WITHOUT ROWID;
     "#,
     ),
+    // 6: listings that stay index-ordered as the table grows (issue 13). A caller's visibility
+    // (`isPublic OR userId = caller`) is read as two index ranges (`list_blocking`), one per
+    // alternative, so `is_public` comes right after the equality filter it goes with, then the
+    // (created_at, id) sort key; the columns after it let the visibility rule and the usual
+    // filters be checked, and `total` counted, from the index alone, without table rows.
+    (
+        6,
+        r#"
+    DROP INDEX media_public;
+    CREATE INDEX media_public ON media (is_public, created_at, id, status, type);
+    CREATE INDEX media_user_visible ON media (user_id, is_public, created_at, id, status, type);
+    CREATE INDEX media_entity_visible
+        ON media (entity_id, entity_type, is_public, created_at, id, status, type, user_id);
+    "#,
+    ),
 ];
 
 /// The migration that last changed `Media`'s JSON form (4, `failureReason`): a database older
