@@ -6,12 +6,13 @@
 
 use std::collections::BTreeSet;
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use mediabus_contracts::{
     ListFilter, Media, MediaRecord, MediaStatus, MediaType, Page, SortOrder, Timestamp, Variant, Visibility,
     new_media_id,
 };
-use mediabus_store::{MediaStore, MongoStore, SqliteStore, StoreError, UploadPart, UploadSession};
+use mediabus_store::{MediaStore, MongoStore, SqliteStore, StoreError, TOTAL_CAP, UploadPart, UploadSession};
 use mediabus_testkit::MongoServer;
 use serde_json::json;
 
@@ -486,6 +487,70 @@ async fn a_malformed_cursor_is_rejected(store: &dyn MediaStore, b: &Backend) {
     }
 }
 
+/// A regular caller's listing is two alternatives (public; own and not public): `total` adds
+/// them up, each counted once, to `TOTAL_CAP` ("more than" past it); pages merge them in order
+/// across cursors, both ways. Whole seconds: the stand-in compares dates to the second.
+async fn a_callers_listing_merges_and_counts_both_branches(store: &dyn MediaStore, b: &Backend) {
+    let listed = |id: String, user: &str, public: bool, second: i64| {
+        let mut r = record(&id, user, second * 1000);
+        r.media.is_public = public;
+        r
+    };
+    let cap = TOTAL_CAP as i64;
+    // u1: cap/2 private and 10 public; u2: cap/2 public; u3: 50 private; 20 DELETED public.
+    let mut records = Vec::new();
+    for i in 0..cap / 2 {
+        records.push(listed(format!("own-{i:05}"), "u1", false, i * 2));
+        records.push(listed(format!("pub-{i:05}"), "u2", true, i * 2 + (i % 3)));
+    }
+    for i in 0..10 {
+        records.push(listed(format!("own-pub-{i:02}"), "u1", true, i * 7));
+    }
+    for i in 0..50 {
+        records.push(listed(format!("other-{i:02}"), "u3", false, i));
+    }
+    for i in 0..20 {
+        let mut deleted = listed(format!("deleted-{i:02}"), "u2", true, i);
+        deleted.media.status = MediaStatus::Deleted;
+        records.push(deleted);
+    }
+    futures_util::stream::iter(&records)
+        .for_each_concurrent(16, |r| async move { store.insert(r).await.unwrap() })
+        .await;
+
+    let caller = |user: &str| ListFilter::new(Visibility::PublicOr { user_id: user.into() });
+    let total = |filter: ListFilter| async move { store.list(&filter).await.unwrap().total };
+    assert_eq!(total(caller("u1")).await, TOTAL_CAP + 1, "{}: more than the cap", b.name);
+    assert_eq!(total(caller("u3")).await, TOTAL_CAP / 2 + 10 + 50, "{}: exact below it", b.name);
+    assert_eq!(total(ListFilter { is_public: Some(false), ..caller("u1") }).await, TOTAL_CAP / 2, "{}", b.name);
+
+    // u3's listing walked in pages of 97, both orders, against the order computed here.
+    let mut visible: Vec<&MediaRecord> = records
+        .iter()
+        .filter(|r| r.media.status != MediaStatus::Deleted && (r.media.is_public || r.media.user_id == "u3"))
+        .collect();
+    visible.sort_by_key(|r| (r.media.created_at, r.media.id.clone()));
+    let oldest_first: Vec<String> = visible.iter().map(|r| r.media.id.clone()).collect();
+    for sort in [SortOrder::NewestFirst, SortOrder::OldestFirst] {
+        let mut filter = ListFilter { limit: 97, sort, ..caller("u3") };
+        let mut walked = Vec::new();
+        loop {
+            let page = store.list(&filter).await.unwrap();
+            assert!(page.items.len() <= 97);
+            walked.extend(page.items.into_iter().map(|m| m.id));
+            match page.next_cursor {
+                Some(cursor) => filter.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        let mut expected = oldest_first.clone();
+        if sort == SortOrder::NewestFirst {
+            expected.reverse();
+        }
+        assert_eq!(walked, expected, "{}: {sort:?}", b.name);
+    }
+}
+
 async fn idempotency_keys_are_first_writer_wins(store: &dyn MediaStore, b: &Backend) {
     assert_eq!(store.claim_idempotency("u1:key-1", "m1").await.unwrap(), None, "{}: first claim", b.name);
     assert_eq!(
@@ -712,6 +777,7 @@ contract!(
     pages_are_stable_without_gaps_or_duplicates,
     limits_are_clamped,
     a_malformed_cursor_is_rejected,
+    a_callers_listing_merges_and_counts_both_branches,
     idempotency_keys_are_first_writer_wins,
     upload_sessions_have_a_lifecycle,
     extending_and_sweeping_uploads_exclude_each_other,
