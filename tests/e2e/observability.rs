@@ -508,18 +508,17 @@ async fn a_request_past_its_deadline_is_not_run_and_the_deadline_bounds_the_hand
     assert!(fine["err"].is_null(), "{fine}");
 }
 
-#[tokio::test]
-async fn the_framework_answers_503_at_once_when_its_queue_is_full() {
-    let mut config = ServiceConfig::new("test", "0.1.0");
-    config.max_concurrency = 1;
-    config.max_queue = 1;
+/// Six concurrent `rust.slow` calls of 1.5 s with `extra` in their data, on a service that runs
+/// one at a time: asserts that two are served and four refused with 503 `UNAVAILABLE` at once.
+async fn two_served_four_refused(config: ServiceConfig, extra: Value) {
     let app = App::spawn(config).await;
     let rpc = app.rpc();
     let calls = (0..6).map(|_| {
-        let rpc = rpc.clone();
+        let (rpc, mut data) = (rpc.clone(), json!({"ms": 1500}));
+        data["pad"] = extra.clone();
         async move {
             let started = Instant::now();
-            let result = rpc.call::<_, Value>("rust.slow", &json!({"ms": 1500})).await;
+            let result = rpc.call::<_, Value>("rust.slow", &data).await;
             (result, started.elapsed())
         }
     });
@@ -529,6 +528,27 @@ async fn the_framework_answers_503_at_once_when_its_queue_is_full() {
     assert_eq!((ok, refused.len()), (2, 4), "{results:?}");
     assert!(refused.iter().all(|(_, took)| *took < Duration::from_millis(500)), "{refused:?}");
     assert!(refused.iter().all(|(r, _)| r.as_ref().unwrap_err().code == codes::UNAVAILABLE));
+}
+
+#[tokio::test]
+async fn the_framework_answers_503_at_once_when_its_queue_is_full() {
+    let mut config = ServiceConfig::new("test", "0.1.0");
+    config.max_concurrency = 1;
+    config.max_queue = 1;
+    two_served_four_refused(config, Value::Null).await;
+}
+
+/// `max_held_bytes` bounds the body bytes a member holds, running or waiting: with room for two
+/// 40 KiB requests, the others get 503 at once although the message queue has room.
+#[tokio::test]
+async fn the_framework_answers_503_when_held_bodies_reach_max_held_bytes() {
+    let mut config = ServiceConfig::new("test", "0.1.0");
+    config.max_concurrency = 1;
+    config.max_queue = 100;
+    config.max_held_bytes = 100 * 1024;
+    // The budget is never below one body of `max_payload`.
+    config.max_payload = 64 * 1024;
+    two_served_four_refused(config, json!("x".repeat(40 * 1024))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
