@@ -210,6 +210,11 @@ pub trait MediaStore: LifecycleStore + Send + Sync {
         claimed_before: Timestamp,
     ) -> Result<bool, StoreError>;
 
+    /// Deletes the idempotency claims made before `claimed_before`: keys expire (a request
+    /// retried after that creates anew), so the claims do not pile up forever. Returns how many
+    /// were deleted.
+    async fn expire_idempotency(&self, claimed_before: Timestamp) -> Result<u64, StoreError>;
+
     /// Stores a new upload session. [`StoreError::Conflict`] if its `upload_id` exists.
     async fn create_upload(&self, session: &UploadSession) -> Result<(), StoreError>;
 

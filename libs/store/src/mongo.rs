@@ -592,6 +592,12 @@ impl MediaStore for MongoStore {
         Ok(result.matched_count == 1)
     }
 
+    async fn expire_idempotency(&self, claimed_before: Timestamp) -> Result<u64, StoreError> {
+        let before = DateTime::from_millis(claimed_before.unix_millis());
+        let result = self.idempotency.delete_many(doc! { "createdAt": { "$lt": before } }).await.map_err(backend)?;
+        Ok(result.deleted_count)
+    }
+
     async fn create_upload(&self, session: &UploadSession) -> Result<(), StoreError> {
         match self.uploads.insert_one(upload_to_doc(session)?).await {
             Ok(_) => Ok(()),

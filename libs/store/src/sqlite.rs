@@ -842,6 +842,15 @@ impl MediaStore for SqliteStore {
         .await
     }
 
+    async fn expire_idempotency(&self, claimed_before: Timestamp) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            conn.execute("DELETE FROM idempotency WHERE created_at < ?1", [claimed_before.unix_millis()])
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn create_upload(&self, s: &UploadSession) -> Result<(), StoreError> {
         let values: Vec<SqlValue> = vec![
             s.upload_id.clone().into(),

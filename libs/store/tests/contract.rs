@@ -592,6 +592,12 @@ async fn idempotency_keys_are_first_writer_wins(store: &dyn MediaStore, b: &Back
     assert_eq!(took.iter().filter(|t| **t).count(), 1, "{}: one taker among {took:?}", b.name);
     let now_owner = store.claim_idempotency("u1:key-1", "m6").await.unwrap().expect("claimed");
     assert!(["t1", "t2", "t3"].contains(&now_owner.as_str()), "{}: {now_owner}", b.name);
+
+    // Keys expire: claims made before the cut-off go, younger ones stay.
+    assert_eq!(store.expire_idempotency(past).await.unwrap(), 0, "{}: nothing that old", b.name);
+    let expired = store.expire_idempotency(soon).await.unwrap();
+    assert_eq!(expired, 3, "{}: u1:key-1, u2:key-1, u1:race", b.name);
+    assert_eq!(store.claim_idempotency("u1:key-1", "m7").await.unwrap(), None, "{}: the key is free again", b.name);
 }
 
 fn session(upload_id: &str, expires_offset_ms: i64) -> UploadSession {

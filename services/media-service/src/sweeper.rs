@@ -15,7 +15,9 @@
 //!    under `variants/<id>/` of a media that is purged or does not exist, the file store's temp
 //!    files, and multipart uploads (S3 `ListMultipartUploads`) no live upload session owns. The
 //!    grace period spares uploads in flight: their bytes exist before their document does. Keys
-//!    under [`FOREIGN_PREFIXES`] (the bridge's tus state) are left to their owner.
+//!    under [`FOREIGN_PREFIXES`] (the bridge's tus state, the S3 store's running digests) are
+//!    left to their owner.
+//! 3. **Idempotency keys** claimed more than [`IDEMPOTENCY_KEY_TTL`] (24 h) ago are deleted.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,6 +38,9 @@ pub const LEASE_TTL: Duration = Duration::from_secs(300);
 /// (`tus/<id>/...`, removed by its own sweeper when a tus upload expires) and the S3 store's
 /// running digests of uploads in flight (removed by `BlobStore::sweep_temp`).
 pub const FOREIGN_PREFIXES: [&str; 2] = ["tus/", mediabus_storage::DIGEST_PREFIX];
+/// How long an `Idempotency-Key` keeps answering with its first result: claims older than this
+/// are deleted by the sweep (a retry after that creates anew).
+pub const IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Media purged per store batch, and objects per listing page.
 const BATCH: u32 = 200;
 const PAGE: u32 = 1000;
@@ -51,6 +56,8 @@ pub struct SweepReport {
     pub temp_files: usize,
     /// Abandoned multipart uploads aborted.
     pub uploads: usize,
+    /// Idempotency claims older than [`IDEMPOTENCY_KEY_TTL`] deleted.
+    pub idempotency_keys: u64,
 }
 
 /// The sweeper's handles and settings. Cheap to clone.
@@ -150,6 +157,11 @@ impl Sweeper {
         report.temp_files = self.blobs.sweep_temp(self.orphan_grace).await?;
         let live = self.store.live_backend_uploads(Timestamp::now()).await?;
         report.uploads = self.blobs.sweep_incomplete_uploads(self.orphan_grace, PAGE, &live).await?;
+
+        // 3. Expired idempotency keys.
+        let ttl_ms = IDEMPOTENCY_KEY_TTL.as_millis() as i64;
+        let cutoff = Timestamp::from_unix_millis(Timestamp::now().unix_millis().saturating_sub(ttl_ms));
+        report.idempotency_keys = self.store.expire_idempotency(cutoff).await?;
         Ok(report)
     }
 
