@@ -26,9 +26,20 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// The repository root (two levels above this crate).
+/// The repository root: the nearest directory holding `Cargo.lock` above the running test's package.
+///
+/// `cargo test` sets `CARGO_MANIFEST_DIR` at run time, so a test binary built in another checkout
+/// that shares the target dir (cargo does not rebuild it for a new path) still finds this checkout;
+/// the compile-time path of this crate is the fallback.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root exists")
+    let start =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or_else(|| panic!("no Cargo.lock above {}", start.display()))
+        .canonicalize()
+        .expect("repo root exists")
 }
 
 /// Path of a server binary: `$<env_var>` if set, else `.venv/bin/<name>` under the repo root.
