@@ -1,13 +1,16 @@
 //! View and download counts through the bridge (DESIGN §14): the bridge counts what it serves in
 //! memory and flushes every 2 s to the media service (`media.analytics`), which adds the counts
 //! to the store; `GET /api/media/{id}/stats` reads them, and a media worker restart loses nothing
-//! flushed. An in-process stack: nats-server, the media service, the bridge's router.
+//! flushed. An in-process stack: nats-server, the media service, the bridge's router; and the
+//! `http-bridge` binary, to show the counts it holds at SIGTERM are flushed as it stops.
 
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
+use mediabus_e2e::http::call;
+use mediabus_e2e::{WorkerProcess, built_bin};
 use mediabus_rpc::{NatsSettings, RpcClient};
 use mediabus_testkit::{NatsServer, jwt_keys, media_files};
 use serde_json::{Value, json};
@@ -142,6 +145,84 @@ async fn fetches_and_downloads_through_the_bridge_are_counted_and_survive_a_work
     let (_, doc) = get(&router, "/openapi.json", &olga, None).await;
     let doc: Value = serde_json::from_slice(&doc).unwrap();
     assert!(doc["paths"]["/api/media/{id}/stats"]["get"].is_object(), "documented in /openapi.json");
+}
+
+/// The counts a bridge process gathered since its last periodic flush are flushed when it gets
+/// SIGTERM: they show in the stats a restarted bridge serves. The fetches happen right after a
+/// periodic flush was seen, well before the next (2 s later), so only the shutdown flush can
+/// carry them.
+#[tokio::test]
+async fn counts_held_by_a_bridge_at_sigterm_are_flushed_as_it_stops() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("files");
+    // Default settings: the development JWT key (`dev_token`) and content secret, as the bridge's.
+    let mut media = media_service::Settings::defaults();
+    media.nats = NatsSettings::new(nats.url()).with_user("media", nats.password("media"));
+    media.storage = media_service::config::StorageConfig::Local { root: root.clone() };
+    media.store = mediabus_store::StoreConfig::Sqlite { path: dir.path().join("mediabus.db") };
+    let _worker = media_service::start(media.clone(), media.nats.connect("media", 1024).await.unwrap()).await.unwrap();
+
+    let olga = mediabus_e2e::dev_token("olga");
+    let bearer = format!("Bearer {olga}");
+    let backend = NatsSettings::new(nats.url()).with_user("backend", nats.password("backend"));
+    let backend = RpcClient::new(backend.connect("backend", 64).await.unwrap());
+    let png = std::fs::read(&media_files().png).unwrap();
+    let file = json!({"buffer": base64_encode(&png), "originalname": "p.png", "mimetype": "image/png"});
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Authorization", bearer.as_str());
+    let uploaded: Value =
+        backend.call_with_headers("upload_file", &json!({"file": file}), headers.clone()).await.unwrap();
+    let id = uploaded["id"].as_str().unwrap().to_owned();
+    let thumb = root.join("variants").join(&id).join("thumb.webp");
+    std::fs::create_dir_all(thumb.parent().unwrap()).unwrap();
+    std::fs::write(&thumb, b"RIFF....WEBPVP8 thumbnail").unwrap();
+    let stats = || async {
+        let reply: Value = backend.call_with_headers("media.stats", &json!({"id": id}), headers.clone()).await.unwrap();
+        (reply["views"].as_u64().unwrap(), reply["downloads"].as_u64().unwrap())
+    };
+
+    let (url, root_str, password) = (nats.url(), root.to_str().unwrap().to_owned(), nats.password("bridge"));
+    let env = [
+        ("MEDIABUS__NATS__URL", url.as_str()),
+        ("MEDIABUS__NATS__USER", "bridge"),
+        ("MEDIABUS__NATS__PASSWORD", password.as_str()),
+        ("MEDIABUS__STORAGE__ROOT", root_str.as_str()),
+        ("MEDIABUS__HTTP__LISTEN", "127.0.0.1:0"),
+        ("RUST_LOG", "warn"),
+    ];
+    let mut bridge = WorkerProcess::spawn_with_env(&built_bin("http-bridge"), &env, &[]);
+    let port = bridge.ready_port();
+    let auth = [("authorization", bearer.as_str())];
+    let thumb_uri = format!("/api/media/{id}/content?variant=thumb");
+    let content_uri = format!("/api/media/{id}/content");
+    assert_eq!(call(port, "GET", &thumb_uri, &auth, Bytes::new()).await.status, StatusCode::OK);
+    // The one view shows up: a periodic flush just ran; the next is about 2 s away.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stats().await != (1, 0) {
+        assert!(Instant::now() < deadline, "the periodic flush never came: {:?}", stats().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let flushed = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(call(port, "GET", &thumb_uri, &auth, Bytes::new()).await.status, StatusCode::OK);
+    }
+    for _ in 0..3 {
+        let reply = call(port, "GET", &content_uri, &auth, Bytes::new()).await;
+        assert_eq!((reply.status, reply.body.len()), (StatusCode::OK, png.len()));
+    }
+    let held_for = flushed.elapsed();
+    eprintln!("23 fetches held {held_for:?} after the periodic flush, then SIGTERM");
+    bridge.terminate();
+    assert!(held_for < Duration::from_millis(1500), "fetches took {held_for:?}: a periodic flush may have run");
+    let exit = tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(move || bridge.wait()));
+    let status = exit.await.expect("the bridge exits within 30 s of SIGTERM").unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // A new bridge process serves the stats: nothing held at SIGTERM was lost.
+    let bridge = WorkerProcess::spawn_with_env(&built_bin("http-bridge"), &env, &[]);
+    let reply = call(bridge.ready_port(), "GET", &format!("/api/media/{id}/stats"), &auth, Bytes::new()).await;
+    assert_eq!((reply.status, reply.json()), (StatusCode::OK, json!({"id": id, "views": 21, "downloads": 3})));
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

@@ -206,6 +206,39 @@ async fn a_backend_calls_and_follows_events_but_cannot_impersonate_a_worker() {
     backend.publish_refused("$JS.API.STREAM.DELETE.MEDIA_EVENTS").await;
 }
 
+/// The cascade events (`user.deleted`, `entity.deleted`) carry no token: NATS permissions alone
+/// decide who may trigger a mass removal. A backend may publish them; the bridge, the processor
+/// and the media workers themselves may not (none reaches a subscriber).
+#[tokio::test]
+async fn only_a_backend_may_publish_the_cascade_events() {
+    let server = NatsServer::start();
+    let mut all = observer(&server).await;
+    let cascades = ["user.deleted", "entity.deleted"];
+
+    let mut backend = Conn::connect(&server, "backend", "_INBOX").await;
+    for subject in cascades {
+        backend.nats.publish(subject, "{\"pattern\":\"x\",\"data\":{}}".into()).await.unwrap();
+    }
+    backend.nats.publish("media.findAll", "marker".into()).await.unwrap();
+    assert_eq!(subjects_until(&mut all, "media.findAll").await, cascades, "the backend's events arrive");
+    backend.nothing_refused().await;
+
+    for (user, inbox) in [("bridge", "_INBOX_bridge"), ("processor", "_INBOX_processor"), ("media", "_INBOX_media")] {
+        let mut conn = Conn::connect(&server, user, inbox).await;
+        for subject in cascades {
+            conn.publish_refused(subject).await;
+        }
+        // A marker the user may publish, after the refused ones on the same connection.
+        let marker = match user {
+            "bridge" => "media.findAll",
+            "processor" => "media.processed",
+            _ => "media.created",
+        };
+        conn.nats.publish(marker, "marker".into()).await.unwrap();
+        assert_eq!(subjects_until(&mut all, marker).await, Vec::<String>::new(), "{user}'s refused events leaked");
+    }
+}
+
 #[test]
 fn the_dev_config_binds_every_permission_set() {
     let status = std::process::Command::new(server_bin("NATS_SERVER_BIN", "nats-server"))

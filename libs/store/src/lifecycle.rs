@@ -33,7 +33,8 @@ pub trait LifecycleStore: Send + Sync {
     /// and returns them as changed. Each media is changed by exactly one call, however many race
     /// (two workers handling the same event twice): callers emit `media.removed` for what they
     /// got. Call again until it returns nothing (a short batch may only mean that a racing call
-    /// took part of it): nothing is loaded whole.
+    /// took part of it): nothing is loaded whole. It returns nothing only when no media of `scope`
+    /// is left to remove, even while racing calls (of this or an overlapping scope) take media.
     async fn remove_batch(
         &self,
         scope: &RemovalScope,

@@ -128,6 +128,39 @@ async fn racing_cascades_split_the_media(store: &dyn MediaStore) {
     assert_eq!(all.into_iter().collect::<HashSet<_>>().len(), 60);
 }
 
+/// A `user.deleted` and an `entity.deleted` cascade racing over overlapping media, in small
+/// batches: the media both scopes cover sort first, so one cascade's read can be taken whole by
+/// the other. Neither may stop early: every media of either scope ends DELETED, each removed by
+/// exactly one of them. Several rounds, as the interleaving varies.
+async fn racing_user_and_entity_cascades_finish_both_scopes(store: &dyn MediaStore) {
+    for round in 0..5 {
+        let (user, entity_id) = (format!("ru{round}"), format!("re{round}"));
+        let mut ids = Vec::new();
+        // `1-…`: both scopes; `2-u-…`: the user's only; `2-e-…`: the entity's only (another user).
+        for i in 0..30 {
+            ids.push((format!("r{round}-1-{i:02}"), user.as_str(), Some(("course", entity_id.as_str()))));
+        }
+        for i in 0..10 {
+            ids.push((format!("r{round}-2-u-{i:02}"), user.as_str(), None));
+            ids.push((format!("r{round}-2-e-{i:02}"), "someone-else", Some(("course", entity_id.as_str()))));
+        }
+        for (id, owner, entity) in &ids {
+            store.insert(&record(id, owner, *entity)).await.unwrap();
+        }
+        let by_user = RemovalScope::User { user_id: user.clone() };
+        let by_entity = RemovalScope::Entity { entity_type: "course".into(), entity_id: entity_id.clone() };
+        let (a, b) = tokio::join!(remove_all(store, &by_user, 3), remove_all(store, &by_entity, 3));
+        let all: Vec<&String> = a.iter().chain(&b).collect();
+        assert_eq!(all.len(), ids.len(), "round {round}: each media removed once in total: user {a:?}, entity {b:?}");
+        assert_eq!(all.into_iter().collect::<HashSet<_>>().len(), ids.len(), "round {round}: no media twice");
+        assert!(a.iter().all(|id| id.contains("-1-") || id.contains("-2-u-")), "user scope only: {a:?}");
+        assert!(b.iter().all(|id| id.contains("-1-") || id.contains("-2-e-")), "entity scope only: {b:?}");
+        for (id, _, _) in &ids {
+            assert_eq!(status(store, id).await, MediaStatus::Deleted, "round {round}: {id}");
+        }
+    }
+}
+
 async fn purges_are_due_after_retention_and_claimed_once(store: &dyn MediaStore) {
     let scope = RemovalScope::User { user_id: "p".into() };
     for id in ["p1", "p2", "p3"] {
@@ -270,6 +303,7 @@ async fn counters_add_up(store: &dyn MediaStore) {
 contract!(
     cascades_remove_by_user_and_by_entity_once,
     racing_cascades_split_the_media,
+    racing_user_and_entity_cascades_finish_both_scopes,
     purges_are_due_after_retention_and_claimed_once,
     orphan_lookups_know_documents_and_uploads,
     a_lease_has_one_holder_at_a_time,

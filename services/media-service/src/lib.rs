@@ -84,6 +84,10 @@ pub fn router() -> Router<AppState> {
         .request(subjects::UPLOAD_ABORT, upload::abort)
         .event(subjects::USER_DELETED, lifecycle::user_deleted)
         .event(subjects::ENTITY_DELETED, lifecycle::entity_deleted)
+        // A cascade over a user's or entity's every media outlasts the 30 s request timeout, and
+        // core NATS never redelivers an event cut off.
+        .timeout(subjects::USER_DELETED, lifecycle::CASCADE_TIMEOUT)
+        .timeout(subjects::ENTITY_DELETED, lifecycle::CASCADE_TIMEOUT)
         .request(subjects::MEDIA_PURGE, lifecycle::purge)
         .request(subjects::MEDIA_STATS, lifecycle::stats)
         .request(subjects::MEDIA_ANALYTICS, lifecycle::analytics)

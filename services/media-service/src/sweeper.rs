@@ -1,7 +1,7 @@
 //! The lifecycle sweeper (DESIGN §14): retention purges and orphan removal, one worker at a time.
 //!
 //! Every `media.lifecycle_sweep_secs` each worker tries to take the store lease [`LEASE`]
-//! ([`LifecycleStore::try_lease`], renewed between batches, released at the end); the one that
+//! ([`mediabus_store::LifecycleStore::try_lease`], renewed between batches, released at the end); the one that
 //! gets it sweeps, the others skip that round. A worker that dies mid-sweep leaves the lease to
 //! expire ([`LEASE_TTL`]). Work is claimed per media in the store as well ([`purge`]), so a purge
 //! racing with `media.purge` or a second sweeper deletes each media's bytes once.
@@ -45,7 +45,7 @@ pub const IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 const BATCH: u32 = 200;
 const PAGE: u32 = 1000;
 
-/// What one [`sweep_once`] did.
+/// What one [`Sweeper::sweep_once`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepReport {
     /// Media whose bytes and variants were purged (retention over).

@@ -110,22 +110,33 @@ impl LifecycleStore for MongoStore {
             }
         };
         filter.insert("status", doc! { "$ne": DELETED });
-        let candidates = self.find_records(filter, doc! { "_id": 1 }, clamp_batch(limit)).await?;
-        let mut removed = Vec::with_capacity(candidates.len());
-        for mut record in candidates {
-            record.media.status = MediaStatus::Deleted;
-            record.media.updated_at = crate::later_than(record.media.updated_at, now);
-            // Conditional: a racing worker that removed it first keeps it.
-            let replaced = self
-                .media
-                .replace_one(doc! { "_id": &record.media.id, "status": { "$ne": DELETED } }, media_to_doc(&record)?)
-                .await
-                .map_err(backend)?;
-            if replaced.matched_count == 1 {
-                removed.push(record);
+        // Racing cascades (the same event twice, or a user and an entity scope overlapping) can
+        // take every candidate of a read; an empty answer would end the caller's loop while media
+        // remain. So read again until something is changed here or nothing is left: each
+        // fruitless round means another caller marked those candidates DELETED, so this ends.
+        loop {
+            let candidates = self.find_records(filter.clone(), doc! { "_id": 1 }, clamp_batch(limit)).await?;
+            if candidates.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut removed = Vec::with_capacity(candidates.len());
+            for mut record in candidates {
+                record.media.status = MediaStatus::Deleted;
+                record.media.updated_at = crate::later_than(record.media.updated_at, now);
+                // Conditional: a racing worker that removed it first keeps it.
+                let replaced = self
+                    .media
+                    .replace_one(doc! { "_id": &record.media.id, "status": { "$ne": DELETED } }, media_to_doc(&record)?)
+                    .await
+                    .map_err(backend)?;
+                if replaced.matched_count == 1 {
+                    removed.push(record);
+                }
+            }
+            if !removed.is_empty() {
+                return Ok(removed);
             }
         }
-        Ok(removed)
     }
 
     async fn due_for_purge(&self, removed_before: Timestamp, limit: u32) -> Result<Vec<MediaRecord>, StoreError> {

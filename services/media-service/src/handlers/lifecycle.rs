@@ -3,12 +3,20 @@
 //! - `user.deleted {userId}` and `entity.deleted {entityType, entityId}`: integration events
 //!   (NestJS `emit`, no reply) that remove every media of a user or linked to an entity. Events
 //!   carry no caller: only NATS permissions decide who may publish them (`nats/permissions.conf`
-//!   allows `backend`). Removal runs in store batches ([`LifecycleStore::remove_batch`]), never
+//!   allows `backend`). Removal runs in store batches ([`mediabus_store::LifecycleStore::remove_batch`]), never
 //!   loading the whole set; each media changed emits one `media.removed`; receiving an event
-//!   twice, even on two workers at once, changes and emits nothing more.
+//!   twice, even on two workers at once, changes and emits nothing more. A cascade runs under
+//!   [`CASCADE_TIMEOUT`], not the service's `request_timeout`: core NATS never redelivers an
+//!   event, so one cut off early would leave media behind. A graceful shutdown (SIGTERM) waits for
+//!   cascades in flight, as for any handler; one that still ends unfinished (its timeout, a store
+//!   error, the runtime dropping it at exit) logs an error naming the scope whose media remain
+//!   (`Progress`), and a worker killed outright leaves its start and progress lines: publishing
+//!   the event again finishes it.
 //! - `media.purge {id}` (admin): removes the media if needed and purges its bytes and variants now.
 //! - `media.stats {id}` (owner or admin) → `{id, views, downloads}`.
 //! - `media.analytics {counts}` (the HTTP bridge's flushes): adds view/download counts.
+
+use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use mediabus_contracts::lifecycle::{AnalyticsBatch, EntityDeleted, MAX_ANALYTICS_BATCH, MediaStats, UserDeleted};
@@ -25,6 +33,17 @@ use crate::sweeper;
 
 /// Media changed per store batch of a cascade.
 const CASCADE_BATCH: u32 = 500;
+
+/// Longest one `user.deleted` / `entity.deleted` cascade may run: the router's timeout of both
+/// subjects ([`crate::router`]), in place of `service.request_timeout_ms` (30 s by default), which
+/// a user with many media outlasts. 1,000 media take about 0.4 s on SQLite and 1.1 s on the
+/// MongoDB stand-in (`tests/api/lifecycle.rs`), so an hour covers millions; past it the cascade
+/// stops and logs what remains.
+pub const CASCADE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How often a running cascade logs its progress, so that a worker killed mid-cascade (SIGKILL
+/// after the stop grace period) leaves a recent count and the scope in its log.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// `user.deleted` (event): removes every media owned by `userId`.
 pub async fn user_deleted(ctx: Ctx<AppState>, input: UserDeleted) -> Result<()> {
@@ -45,13 +64,12 @@ async fn cascade(ctx: &Ctx<AppState>, scope: RemovalScope) -> Result<()> {
     let state = &ctx.state;
     let headers = event_headers(ctx);
     let purge_now = state.settings.retention_days == 0;
-    let mut removed = 0usize;
+    let mut progress = Progress::start(scope);
     loop {
-        let batch = state.store.remove_batch(&scope, Timestamp::now(), CASCADE_BATCH).await?;
+        let batch = state.store.remove_batch(&progress.scope, Timestamp::now(), CASCADE_BATCH).await?;
         // Only an empty batch means done: a worker racing on the same event (received twice)
         // may have claimed part of this one.
         let done = batch.is_empty();
-        removed += batch.len();
         for record in &batch {
             state.events.emit(subjects::MEDIA_REMOVED, &record.media, headers.clone()).await;
         }
@@ -63,12 +81,64 @@ async fn cascade(ctx: &Ctx<AppState>, scope: RemovalScope) -> Result<()> {
                 }
             }
         }
+        progress.add(batch.len());
         if done {
             break;
         }
     }
-    tracing::info!(?scope, removed, "cascade removal");
+    progress.finish();
     Ok(())
+}
+
+/// A cascade's log trail: a line when it starts, one every [`PROGRESS_EVERY`], one when it ends,
+/// and, when it is dropped before [`Progress::finish`] (timeout, store error, the runtime dropping
+/// its task at exit), an error naming the scope whose remaining media stay. Nothing is loaded to
+/// count them: the rest is "every media of the scope not yet `DELETED`", which the same event
+/// removes when published again (receiving it twice is safe).
+struct Progress {
+    scope: RemovalScope,
+    removed: usize,
+    started: Instant,
+    logged: Instant,
+    finished: bool,
+}
+
+impl Progress {
+    fn start(scope: RemovalScope) -> Self {
+        tracing::info!(?scope, "cascade removal started");
+        let now = Instant::now();
+        Self { scope, removed: 0, started: now, logged: now, finished: false }
+    }
+
+    /// Counts `n` more media removed by this cascade; logs when the last line is old.
+    fn add(&mut self, n: usize) {
+        self.removed += n;
+        if self.logged.elapsed() >= PROGRESS_EVERY {
+            self.logged = Instant::now();
+            tracing::info!(scope = ?self.scope, removed = self.removed, "cascade removal in progress");
+        }
+    }
+
+    fn finish(mut self) {
+        self.finished = true;
+        let ms = self.started.elapsed().as_millis() as u64;
+        tracing::info!(scope = ?self.scope, removed = self.removed, ms, "cascade removal");
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if !self.finished {
+            let ms = self.started.elapsed().as_millis() as u64;
+            tracing::error!(
+                scope = ?self.scope,
+                removed = self.removed,
+                ms,
+                "cascade removal cut off: the media of this scope not yet DELETED remain; publish the event \
+                 again to remove them (receiving it twice is safe)"
+            );
+        }
+    }
 }
 
 /// The headers events carry: `traceparent` only, never the caller's `Authorization` (DESIGN §10).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use media_service::sweeper::{SweepReport, Sweeper};
-use mediabus_contracts::{Media, MediaRecord, MediaStatus, MediaType, Timestamp, new_media_id};
+use mediabus_contracts::{ListFilter, Media, MediaRecord, MediaStatus, MediaType, Timestamp, Visibility, new_media_id};
 use mediabus_rpc::NatsSettings;
 use mediabus_storage::{BlobStore, StorageError, body_from_bytes, new_key};
 use mediabus_testkit::media_files;
@@ -144,6 +144,53 @@ async fn user_deleted_from_nestjs_removes_a_thousand_media_once_on_sqlite() {
 #[tokio::test]
 async fn user_deleted_from_nestjs_removes_a_thousand_media_once_on_mongo() {
     user_deleted_cascades_once(Docs::Mongo).await;
+}
+
+/// A worker whose `request_timeout` (1 ms) no cascade could meet: `user.deleted` runs under its
+/// own timeout, so a cascade of 1,000 media still ends with every one DELETED and one
+/// `media.removed` each.
+async fn cascade_outlasts_the_request_timeout(docs: Docs) {
+    let mut app = TestApp::spawn_with(Files::Local, docs, 1).await;
+    app.restart_with(|settings| settings.service.request_timeout_ms = 1).await;
+    if app.on_mongo_stand_in() {
+        // The restarted worker created the listing indexes again, which break nx-27017's inserts
+        // (as `TestApp::spawn_with` explains): drop them again. Real MongoDB keeps them.
+        let mediabus_store::StoreConfig::Mongodb { uri, database } = &app.settings.store else { unreachable!() };
+        let client = mongodb::Client::with_uri_str(mediabus_config::ExposeSecret::expose_secret(uri)).await.unwrap();
+        client.database(database).collection::<mongodb::bson::Document>("media").drop_indexes().await.unwrap();
+    }
+    let records: Vec<MediaRecord> = (0..1000).map(|_| document("long-gone", None)).collect();
+    for result in futures_util::future::join_all(records.iter().map(|r| app.store.insert(r))).await {
+        result.unwrap();
+    }
+    let nats = app.rpc.nats().clone();
+    let mut events = nats.subscribe("media.removed").await.unwrap();
+    nats.flush().await.unwrap();
+    let started = Instant::now();
+    app.rpc.emit("user.deleted", &json!({"userId": "long-gone"}), Default::default()).await.unwrap();
+    let mut counts = HashMap::new();
+    removed_events(&mut events, 1000, &mut counts).await.unwrap();
+    eprintln!("cascade of 1,000 on {docs:?}: {:?}", started.elapsed());
+    assert!(counts.values().all(|n| *n == 1), "one media.removed each");
+
+    // The store, read directly (requests to this worker would time out): nothing left live.
+    let mut live = ListFilter::new(Visibility::All);
+    live.user_id = Some("long-gone".into());
+    assert_eq!(app.store.list(&live).await.unwrap().total, 0, "every media removed");
+    for record in &records {
+        let now = app.store.get(&record.media.id).await.unwrap().unwrap();
+        assert_eq!(now.media.status, MediaStatus::Deleted);
+    }
+}
+
+#[tokio::test]
+async fn a_cascade_outlasts_the_request_timeout_on_sqlite() {
+    cascade_outlasts_the_request_timeout(Docs::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_cascade_outlasts_the_request_timeout_on_mongo() {
+    cascade_outlasts_the_request_timeout(Docs::Mongo).await;
 }
 
 #[tokio::test]
@@ -357,6 +404,53 @@ async fn orphans_are_swept_and_uploads_in_flight_kept_on_local_disk() {
 #[tokio::test]
 async fn orphans_are_swept_and_uploads_in_flight_kept_on_s3() {
     orphans_swept(Files::S3).await;
+}
+
+/// Makes the local-disk objects `keys` look written two hours ago (past any grace period here).
+fn backdate(app: &TestApp, keys: &[&String]) {
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    for key in keys {
+        let path = app.dir.path().join("files").join(key.as_str());
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(two_hours_ago).unwrap();
+    }
+}
+
+/// The sweeper's other branches, on objects past the grace period: with `retention_days = 30` a
+/// media removed just now keeps its bytes and variants (not purged, not orphans); variants
+/// written for a media after its purge (a processor finishing late) are orphans and go.
+#[tokio::test]
+async fn retention_keeps_removed_bytes_and_late_variants_of_purged_media_go() {
+    let app = TestApp::spawn().await;
+    let patient = sweeper(&app, 30, Duration::from_secs(3600)).await;
+    let blobs = Arc::clone(&patient.blobs);
+    let owner = token("rita", "user");
+    let (kept, kept_key, kept_variants) = stored_media(&app, blobs.as_ref(), "rita").await;
+    app.call("media.remove", json!({"id": kept}), Some(&owner)).await.unwrap();
+    let (purged, purged_key, _) = stored_media(&app, blobs.as_ref(), "rita").await;
+    app.call("media.purge", json!({"id": purged}), Some(&token("root", "admin"))).await.unwrap();
+    assert!(gone(blobs.as_ref(), &purged_key).await);
+    let late: Vec<String> =
+        ["thumb.webp", "hls/master.m3u8"].iter().map(|file| mediabus_contracts::variants::key(&purged, file)).collect();
+    for v in &late {
+        blobs.put(v, body_from_bytes(Bytes::from_static(b"late variant"))).await.unwrap();
+    }
+    backdate(&app, &[&kept_key].into_iter().chain(&kept_variants).chain(&late).collect::<Vec<_>>());
+
+    let report = patient.sweep_once().await.unwrap().expect("no other sweeper");
+    assert_eq!(
+        report,
+        SweepReport { orphans: late.len(), ..SweepReport::default() },
+        "nothing purged, the late variants swept"
+    );
+    for v in &late {
+        assert!(gone(blobs.as_ref(), v).await, "{v}: a purged media's late variant is an orphan");
+    }
+    assert!(!gone(blobs.as_ref(), &kept_key).await, "removed within retention: bytes kept");
+    for v in &kept_variants {
+        assert!(!gone(blobs.as_ref(), v).await, "{v}: removed within retention: variants kept");
+    }
+    let record = app.store.get(&kept).await.unwrap().unwrap();
+    assert_eq!((record.media.status, record.storage_key), (MediaStatus::Deleted, Some(kept_key)));
 }
 
 /// `media.analytics` from the bridge's user adds counts; `media.stats` is owner or admin (404 for
