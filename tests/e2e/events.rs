@@ -2,7 +2,9 @@
 //! processes on a real nats-server (each as its own NATS user, so the bridge's consumer rights in
 //! nats/permissions.conf are what is exercised), media uploaded through the bridge, events read as
 //! a browser's EventSource would: a streamed `text/event-stream` body parsed frame by frame.
-//! When the `media-processor` binary is built, it runs too and `media.processed` is awaited.
+//! The first test runs the `media-processor` too: `media.processed` READY for a valid JPEG, every
+//! event of another user's private media (created, processed, updated, removed) kept out of every
+//! stream of Alice's, and a `backend` NATS subscriber getting all four kinds without credentials.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,14 +23,15 @@ use serde_json::Value;
 const EVENT_WAIT: Duration = Duration::from_secs(20);
 
 /// nats-server, a media worker and the bridge as processes, sharing a temp dir; optionally the
-/// processor.
+/// processor and the auth service.
 pub(crate) struct ProcStack {
     pub dir: tempfile::TempDir,
     pub port: u16,
     _media: WorkerProcess,
     pub bridge: WorkerProcess,
-    pub processor: Option<WorkerProcess>,
-    nats: NatsServer,
+    _processor: Option<WorkerProcess>,
+    _auth: Option<WorkerProcess>,
+    pub nats: NatsServer,
 }
 
 impl ProcStack {
@@ -39,6 +42,16 @@ impl ProcStack {
 
     /// [`ProcStack::start`] with extra environment for the bridge.
     pub fn start_with(processor: bool, bridge_extra: &[(&'static str, &str)]) -> Self {
+        Self::start_all(processor, false, bridge_extra)
+    }
+
+    /// The stack with the `auth-service` too (real `/api/auth/*`; the lowest bcrypt cost, so
+    /// signing up and in stays quick), and the processor when `processor`.
+    pub fn with_auth(processor: bool) -> Self {
+        Self::start_all(processor, true, &[])
+    }
+
+    fn start_all(processor: bool, auth: bool, bridge_extra: &[(&'static str, &str)]) -> Self {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
         let files = dir.path().join("files").to_str().unwrap().to_owned();
@@ -68,7 +81,12 @@ impl ProcStack {
         let port = bridge.ready_port();
         let processor =
             processor.then(|| spawn(&built_bin("media-processor"), &env("processor", &nats.password("processor"))));
-        Self { dir, port, _media: media, bridge, processor, nats }
+        let auth = auth.then(|| {
+            let mut env = env("auth", &nats.password("auth"));
+            env.push(("MEDIABUS__AUTH__BCRYPT_COST", "4".into()));
+            spawn(&built_bin("auth-service"), &env)
+        });
+        Self { dir, port, _media: media, bridge, _processor: processor, _auth: auth, nats }
     }
 
     /// The bridge's SSE consumers (`sse_*`) on the stream MEDIA_EVENTS now (asked as the harness
@@ -226,12 +244,72 @@ fn token_with_roles(user: &str, roles: &[mediabus_auth::Role], ttl: Duration) ->
     signer.sign(user, roles, ttl).unwrap().0
 }
 
+/// Asserts that every event of a stream opened by `user` (no entity filter) is about `user`'s own
+/// media: another user's private media must never show, whatever the event.
+fn only_own(user: &str, events: &[SseEvent]) {
+    for e in events {
+        assert_eq!(e.data["userId"], user, "{user}'s stream got {} of someone else: {}", e.event, e.data);
+    }
+}
+
+/// A backend service following the media events over NATS, as the `backend` user.
+struct BackendEvents {
+    _client: async_nats::Client,
+    messages: futures_util::stream::SelectAll<async_nats::Subscriber>,
+}
+
+/// One event as a backend receives it: subject, NATS headers, payload.
+type NatsEvent = (String, async_nats::HeaderMap, Bytes);
+
+impl BackendEvents {
+    /// Subscribes to each media event subject (nats/permissions.conf lets `backend` read the
+    /// events, not `media.*`, which would also carry other callers' requests and their tokens).
+    async fn subscribe(nats: &NatsServer) -> Self {
+        let client = async_nats::ConnectOptions::new()
+            .user_and_password("backend".into(), nats.password("backend"))
+            .connect(nats.url())
+            .await
+            .unwrap();
+        let mut subscribers = Vec::new();
+        for subject in ["media.created", "media.updated", "media.removed", "media.processed"] {
+            subscribers.push(client.subscribe(subject).await.unwrap());
+        }
+        client.flush().await.unwrap();
+        Self { _client: client, messages: futures_util::stream::select_all(subscribers) }
+    }
+
+    /// Events until each `(media id, subject)` of `wanted` has arrived, failing after
+    /// [`EVENT_WAIT`]; every event is a NestJS event packet named after its subject.
+    async fn until(&mut self, wanted: &[(&str, &str)]) -> Vec<NatsEvent> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+        let mut missing: Vec<(&str, &str)> = wanted.to_vec();
+        let mut seen = Vec::new();
+        while !missing.is_empty() {
+            let Ok(Some(message)) = tokio::time::timeout_at(deadline, self.messages.next()).await else {
+                panic!(
+                    "the backend missed {missing:?}; got {:?}",
+                    seen.iter().map(|e: &NatsEvent| &e.0).collect::<Vec<_>>()
+                );
+            };
+            let packet: Value = serde_json::from_slice(&message.payload).expect("an event packet");
+            let subject = message.subject.to_string();
+            assert_eq!(packet["pattern"], subject.as_str(), "{packet}");
+            let id = packet["data"]["id"].as_str().unwrap_or_default();
+            missing.retain(|(want_id, want_subject)| !(*want_id == id && *want_subject == subject));
+            seen.push((subject, message.headers.clone().unwrap_or_default(), message.payload.clone()));
+        }
+        seen
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_follow_their_own_media_and_resume_without_loss() {
     let stack = ProcStack::start(true);
     let (alice, bob) = (dev_token("alice"), dev_token("bob"));
     let bearer = format!("Bearer {alice}");
     let files = media_files();
+    let mut backend = BackendEvents::subscribe(&stack.nats).await;
 
     // No token, a forged one, a non-Bearer scheme: 401 in the contract's shape.
     for headers in [vec![], vec![("authorization", "Bearer not.a.jwt")], vec![("authorization", "Basic YTpi")]] {
@@ -254,22 +332,25 @@ async fn callers_follow_their_own_media_and_resume_without_loss() {
     // Bob's private upload comes first in the stream: Alice's stream, which then shows her own
     // upload first, skipped it.
     let bobs = stack.upload(&bob, &files.png, &[("entityType", "user"), ("entityId", "bob")]).await;
+    let bobs_id = bobs["id"].as_str().unwrap();
     let mine = stack.upload(&alice, &files.jpeg, &[]).await;
     let mine_id = mine["id"].as_str().unwrap();
     let seen = alice_stream.until("alice's media.created", |e| e.event == "media.created").await;
+    only_own("alice", &seen);
     assert_eq!(summary(&seen), [("media.created".to_owned(), mine_id.to_owned())], "only her own media");
     let created = &seen[0];
     assert_eq!(created.data["userId"], "alice");
     assert_eq!(created.data["checksum"], mine["checksum"]);
     let created_seq: u64 = created.id.parse().expect("the id is the stream sequence");
     let seen = admin_stream.until("alice's upload, for the admin", |e| e.data["id"] == mine_id).await;
-    assert_eq!(summary(&seen)[0], ("media.created".to_owned(), bobs["id"].as_str().unwrap().to_owned()));
+    assert_eq!(summary(&seen)[0], ("media.created".to_owned(), bobs_id.to_owned()));
 
     // An update reaches her live; ids grow with the stream.
     let reply = stack.patch(&alice, mine_id, &serde_json::json!({"metadata": {"v": 1}})).await;
     assert_eq!(reply.status, 200, "{:?}", reply.json());
     let seen =
         alice_stream.until("media.updated", |e| e.event == "media.updated" && e.data["metadata"]["v"] == 1).await;
+    only_own("alice", &seen);
     let updated = seen.last().unwrap();
     assert_eq!(updated.data["metadata"], serde_json::json!({"v": 1}));
     let updated_seq: u64 = updated.id.parse().unwrap();
@@ -285,6 +366,7 @@ async fn callers_follow_their_own_media_and_resume_without_loss() {
     let (_, resumed, _) = stack.events("/api/events", &[("authorization", &bearer), ("last-event-id", &last)]).await;
     let mut resumed = resumed.unwrap();
     let seen = resumed.until("the missed updates", |e| e.data["metadata"]["v"] == 3).await;
+    only_own("alice", &seen);
     let updates: Vec<&Value> =
         seen.iter().filter(|e| e.event == "media.updated").map(|e| &e.data["metadata"]["v"]).collect();
     assert_eq!(updates, [2, 3], "{:?}", summary(&seen));
@@ -292,18 +374,67 @@ async fn callers_follow_their_own_media_and_resume_without_loss() {
     // The query form resumes the same way (a first EventSource connection cannot set the header).
     let (_, again, _) = stack.events(&format!("/api/events?token={alice}&lastEventId={updated_seq}"), &[]).await;
     let again = again.unwrap().until("the first missed update", |e| e.data["metadata"]["v"] == 2).await;
+    only_own("alice", &again);
     assert!(again.iter().all(|e| e.id.parse::<u64>().unwrap() > updated_seq), "{:?}", summary(&again));
 
-    // With the processor built, her upload ends with media.processed.
-    if stack.processor.is_some() {
-        // Replayed from her upload on, wherever it falls relative to the updates.
-        let (_, replay, _) = stack.events(&format!("/api/events?token={alice}&lastEventId={created_seq}"), &[]).await;
-        let is_processed = |e: &SseEvent| e.event == "media.processed" && e.data["id"] == mine_id;
-        let seen = replay.unwrap().until("media.processed", is_processed).await;
-        let processed = seen.last().unwrap();
-        assert!(["READY", "FAILED"].contains(&processed.data["status"].as_str().unwrap()), "{:?}", processed.data);
-    } else {
-        eprintln!("media-processor is not built: media.processed is not checked");
+    // Her valid JPEG ends with media.processed READY (replayed from her upload on, wherever it
+    // falls relative to the updates).
+    let (_, replay, _) = stack.events(&format!("/api/events?token={alice}&lastEventId={created_seq}"), &[]).await;
+    let is_processed = |e: &SseEvent| e.event == "media.processed" && e.data["id"] == mine_id;
+    let seen = replay.unwrap().until("media.processed", is_processed).await;
+    only_own("alice", &seen);
+    let processed = seen.last().unwrap();
+    assert_eq!(processed.data["status"], "READY", "{}", processed.data);
+    assert_eq!(processed.data["failureReason"], Value::Null);
+
+    // Bob's private media goes through every other event while her resumed stream stays open:
+    // processed (seen by the admin), updated, removed.
+    let seen =
+        admin_stream.until("bob's media.processed", |e| e.event == "media.processed" && e.data["id"] == bobs_id).await;
+    assert_eq!(seen.last().unwrap().data["status"], "READY");
+    let reply = stack.patch(&bob, bobs_id, &serde_json::json!({"metadata": {"bob": true}})).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    let reply = stack.call("DELETE", &format!("/api/media/{bobs_id}"), Some(&bob), &[]).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    let seen =
+        admin_stream.until("bob's media.removed", |e| e.event == "media.removed" && e.data["id"] == bobs_id).await;
+    assert!(summary(&seen).contains(&("media.updated".to_owned(), bobs_id.to_owned())), "{:?}", summary(&seen));
+    // Then one more event of hers: every stream of hers that reaches it has passed Bob's events,
+    // live (the resumed one) and replayed from the very first event.
+    let reply = stack.patch(&alice, mine_id, &serde_json::json!({"metadata": {"v": "end"}})).await;
+    assert_eq!(reply.status, 200);
+    let is_end = |e: &SseEvent| e.data["metadata"]["v"] == "end";
+    only_own("alice", &resumed.until("her last update, live", is_end).await);
+    let (_, everything, _) = stack.events(&format!("/api/events?token={alice}&lastEventId=0"), &[]).await;
+    let everything = everything.unwrap().until("her last update, replayed from the start", is_end).await;
+    only_own("alice", &everything);
+    let kinds: std::collections::BTreeSet<&str> = everything.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(kinds, ["media.created", "media.processed", "media.updated"].into(), "{:?}", summary(&everything));
+
+    // A backend following the events over NATS got every kind, about both users, with the trace
+    // context as the only header (DESIGN §10): never the caller's Authorization, nor any token in
+    // a header value or the payload.
+    let seen = backend
+        .until(&[
+            (bobs_id, "media.created"),
+            (bobs_id, "media.processed"),
+            (bobs_id, "media.updated"),
+            (bobs_id, "media.removed"),
+            (mine_id, "media.created"),
+            (mine_id, "media.updated"),
+            (mine_id, "media.processed"),
+        ])
+        .await;
+    for (subject, headers, payload) in &seen {
+        for (name, values) in headers.iter() {
+            let name = name.to_string().to_ascii_lowercase();
+            assert!(["traceparent", "tracestate"].contains(&name.as_str()), "{subject} carries a {name} header");
+            for value in values {
+                assert!(!value.as_str().contains(&alice) && !value.as_str().contains(&bob), "{subject}: a token");
+            }
+        }
+        let text = String::from_utf8_lossy(payload);
+        assert!(!text.contains(&alice) && !text.contains(&bob), "{subject}: a token in the payload");
     }
 }
 

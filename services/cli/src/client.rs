@@ -42,6 +42,7 @@ impl CliError {
         Self { code: 6, message: message.into() }
     }
 
+    /// The process exit code: 1, 3, 4, 5 or 6 (see `mediabus --help`).
     pub fn exit_code(&self) -> u8 {
         self.code
     }
@@ -92,11 +93,15 @@ pub struct Api {
 
 impl Api {
     /// The server and token from the flags (or environment, via clap), else the saved session.
+    /// The saved session's tokens go only to the server they were issued by: `--url` naming
+    /// another server runs without a token rather than hand that server the user's credentials.
     pub fn new(profile: &Profile, url: Option<String>, token: Option<String>) -> Self {
         let base = url.or_else(|| profile.url.clone()).unwrap_or_else(|| DEFAULT_URL.into());
+        let base = base.trim_end_matches('/').to_owned();
+        let saved_here = profile.url.as_deref().is_none_or(|u| u.trim_end_matches('/') == base);
         let token = match token.filter(|t| !t.is_empty()) {
             Some(t) => TokenSource::Given(t),
-            None if profile.access_token.is_some() => TokenSource::Saved(profile.clone()),
+            None if saved_here && profile.access_token.is_some() => TokenSource::Saved(profile.clone()),
             None => TokenSource::None,
         };
         let agent: Agent = Agent::config_builder()
@@ -104,7 +109,7 @@ impl Api {
             .timeout_connect(Some(Duration::from_secs(10)))
             .build()
             .into();
-        Self { agent, base: base.trim_end_matches('/').to_owned(), token: Mutex::new(token) }
+        Self { agent, base, token: Mutex::new(token) }
     }
 
     /// `path` (starting with `/`) or an absolute URL, resolved against the base.

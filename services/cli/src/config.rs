@@ -24,7 +24,9 @@ use crate::client::CliError;
 pub struct Profile {
     /// Server the session belongs to.
     pub url: Option<String>,
+    /// The access token (a JWT, short-lived).
     pub access_token: Option<String>,
+    /// The refresh token that renews the access token (rotated on each use).
     pub refresh_token: Option<String>,
 }
 
@@ -67,6 +69,7 @@ impl UploadState {
         fs::read(state_file()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
+    /// Where the upload of `key` stands, if it was started.
     pub fn get(&self, key: &str) -> Option<&Upload> {
         self.0.get(key)
     }

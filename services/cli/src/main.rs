@@ -30,7 +30,8 @@ Exit codes:
 
 Configuration, first found wins: flags, then MEDIABUS_URL / MEDIABUS_TOKEN, then the file written
 by `mediabus login` ($MEDIABUS_CONFIG, else $XDG_CONFIG_HOME/mediabus/config.json, else
-~/.config/mediabus/config.json), then http://127.0.0.1:8080.";
+~/.config/mediabus/config.json), then http://127.0.0.1:8080. The saved session's tokens are sent
+only to the server it was saved for.";
 
 /// The mediabus command-line client.
 #[derive(Parser)]

@@ -45,7 +45,7 @@ pub fn run(api: &Api, options: Options) -> Result<(), CliError> {
         cursor = page["nextCursor"].as_str().map(String::from);
         if !options.all || cursor.is_none() {
             if !options.json {
-                print_table(&items);
+                super::out(&table(&items))?;
                 let total = page["total"].as_u64().unwrap_or(items.len() as u64);
                 let more = if cursor.is_some() { " (more: --all)" } else { "" };
                 eprintln!("{} of {total} media{more}", items.len());
@@ -54,7 +54,7 @@ pub fn run(api: &Api, options: Options) -> Result<(), CliError> {
         }
     }
     if options.json {
-        println!("{}", serde_json::to_string_pretty(&Value::Array(items)).expect("JSON prints"));
+        super::out(&serde_json::to_string_pretty(&Value::Array(items)).expect("JSON prints"))?;
     }
     Ok(())
 }
@@ -64,7 +64,8 @@ fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-fn print_table(items: &[Value]) {
+/// The items as a table with a header line, columns padded to their widest cell.
+fn table(items: &[Value]) -> String {
     let rows: Vec<[String; 6]> = items
         .iter()
         .map(|m| {
@@ -90,10 +91,9 @@ fn print_table(items: &[Value]) {
                 out.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        out.trim_end().to_owned()
     };
-    line(header);
-    for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
-    }
+    let mut lines = vec![line(header)];
+    lines.extend(rows.iter().map(|row| line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])));
+    lines.join("\n")
 }

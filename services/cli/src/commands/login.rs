@@ -21,7 +21,10 @@ pub fn login(api: &Api, mut profile: Profile, email: Option<String>, password_st
     } else {
         rpassword::prompt_password("Password: ").map_err(|e| CliError::local(format!("password prompt: {e}")))?
     };
-    let session = api.json("POST", "/api/auth/login", Some(&json!({"email": email, "password": password})), "login")?;
+    let session = api
+        .json("POST", "/api/auth/login", Some(&json!({"email": email, "password": password})), "login")
+        // The generic 401 advice ("run `mediabus login`") makes no sense here.
+        .map_err(|e| if e.exit_code() == 3 { CliError::auth("login: wrong email or password") } else { e })?;
     profile.url = Some(api.base.clone());
     profile.access_token = session["accessToken"].as_str().map(String::from);
     profile.refresh_token = session["refreshToken"].as_str().map(String::from);
@@ -37,8 +40,10 @@ pub fn login(api: &Api, mut profile: Profile, email: Option<String>, password_st
 /// Revokes the saved refresh token (best effort) and forgets the session.
 pub fn logout(api: &Api, mut profile: Profile) -> Result<(), CliError> {
     if let Some(refresh) = profile.refresh_token.take() {
-        // A server that cannot be reached still gets the local session forgotten.
-        if let Err(e) = api.json("POST", "/api/auth/logout", Some(&json!({"refreshToken": refresh})), "logout") {
+        // Revoked where it was issued, whatever `--url` says: the refresh token goes to no other
+        // server. A server that cannot be reached still gets the local session forgotten.
+        let home = Api::new(&profile, profile.url.clone().or_else(|| Some(api.base.clone())), None);
+        if let Err(e) = home.json("POST", "/api/auth/logout", Some(&json!({"refreshToken": refresh})), "logout") {
             eprintln!("mediabus: {e} (the local session is removed anyway)");
         }
     }

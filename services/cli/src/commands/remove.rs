@@ -6,7 +6,7 @@ use crate::client::{Api, CliError};
 pub fn run(api: &Api, ids: &[String]) -> Result<(), CliError> {
     for id in ids {
         api.json("DELETE", &format!("/api/media/{id}"), None, &format!("delete {id}"))?;
-        println!("deleted {id}");
+        super::out(&format!("deleted {id}"))?;
     }
     Ok(())
 }

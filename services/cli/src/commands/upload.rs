@@ -78,16 +78,22 @@ pub fn run(api: &Api, options: Options) -> Result<(), CliError> {
                     total.inc(size.saturating_sub(sent));
                     bar.finish_and_clear();
                     bars.remove(&bar);
+                    // Printed with the bars suspended, not with `bars.println`: that prints
+                    // nothing when the bars are hidden (stderr not a terminal), which is exactly
+                    // when a script is reading the lines.
                     match outcome {
                         Ok(media) => {
                             if !options.json {
                                 let id = media["id"].as_str().unwrap_or("?");
-                                let _ = bars.println(format!("{id}  {}", path.display()));
+                                let line = format!("{id}  {}", path.display());
+                                if let Err(e) = bars.suspend(|| super::out(&line)) {
+                                    failures.lock().expect("failures lock").push(e);
+                                }
                             }
                             results.lock().expect("results lock").push(media);
                         }
                         Err(e) => {
-                            let _ = bars.println(format!("mediabus: {e}"));
+                            bars.suspend(|| eprintln!("mediabus: {e}"));
                             failures.lock().expect("failures lock").push(e);
                         }
                     }
@@ -98,7 +104,7 @@ pub fn run(api: &Api, options: Options) -> Result<(), CliError> {
     total.finish_and_clear();
     let results = results.into_inner().expect("results lock");
     if options.json {
-        println!("{}", serde_json::to_string_pretty(&Value::Array(results)).expect("JSON prints"));
+        super::out(&serde_json::to_string_pretty(&Value::Array(results)).expect("JSON prints"))?;
     }
     let mut failures = failures.into_inner().expect("failures lock");
     match failures.len() {
