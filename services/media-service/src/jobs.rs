@@ -96,7 +96,8 @@ impl Jobs {
         if let Some(traceparent) = traceparent {
             headers.insert("traceparent", traceparent);
         }
-        let publish = PublishMessage::build().payload(body.into()).message_id(msg_id).headers(headers);
+        // `headers` replaces the builder's map: set it first, or it would drop `Nats-Msg-Id`.
+        let publish = PublishMessage::build().headers(headers).payload(body.into()).message_id(msg_id);
         let ack = self.js.send_publish(jobs::SUBJECT, publish).await.map_err(|e| e.to_string())?;
         ack.await.map(drop).map_err(|e| e.to_string())
     }

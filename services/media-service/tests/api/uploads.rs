@@ -145,6 +145,40 @@ async fn a_retried_upload_with_the_same_idempotency_key_gives_one_document() {
     assert_eq!(page["total"], 1);
 }
 
+/// A stored upload queues exactly one processing job on `MEDIA_JOBS` (DESIGN §9): body
+/// `{mediaId, checksum}`, `Nats-Msg-Id` `process:<mediaId>:<checksum>`, the media `PROCESSING`
+/// meanwhile. The same job published again (a publish retried after a lost ack) is dropped by the
+/// stream's duplicate window, so no media is processed twice for one upload.
+#[tokio::test]
+async fn a_stored_upload_queues_one_job_named_by_media_and_checksum() {
+    use mediabus_contracts::jobs::{ProcessJob, STREAM, SUBJECT};
+    let app = TestApp::spawn().await;
+    let media = app.upload(&token("alice", "user"), "a.jpg", &read(&media_files().jpeg), json!({})).await.unwrap();
+    assert_eq!(media["status"], "PROCESSING");
+    let (id, checksum) = (media["id"].as_str().unwrap(), media["checksum"].as_str().unwrap());
+    assert!(checksum.starts_with("sha256:"), "{checksum}");
+
+    // Read as a processor would: `backend` has no rights on the job stream.
+    let server = app.nats_server();
+    let processor = mediabus_rpc::NatsSettings::new(server.url()).with_user("processor", server.password("processor"));
+    let js = async_nats::jetstream::new(processor.connect("jobs-check", 64).await.unwrap());
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    let job = stream.get_last_raw_message_by_subject(SUBJECT).await.unwrap();
+    let msg_id = format!("process:{id}:{checksum}");
+    assert_eq!(job.headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some(msg_id.as_str()));
+    let body: ProcessJob = serde_json::from_slice(&job.payload).unwrap();
+    assert_eq!((body.media_id.as_str(), body.checksum.as_str(), body.msg_id()), (id, checksum, msg_id.clone()));
+
+    let again =
+        async_nats::jetstream::message::PublishMessage::build().payload(job.payload.clone()).message_id(&msg_id);
+    // Published again as the media service itself, the only user allowed to queue jobs.
+    let media_js = async_nats::jetstream::new(app.settings.nats.connect("jobs-again", 64).await.unwrap());
+    let ack = media_js.send_publish(SUBJECT, again).await.unwrap().await.unwrap();
+    assert!(ack.duplicate, "JetStream reports the second publish as a duplicate");
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+}
+
 /// A 50 MiB "video": a real MP4 followed by filler, so it sniffs as video/mp4.
 fn big_video() -> Vec<u8> {
     let mut bytes = read(&media_files().mp4);
