@@ -11,8 +11,8 @@
 //!   its own `/openapi.json` by schemathesis.
 //! - `http`: bridge and media workers as processes over real HTTP: uploads, content, limits.
 //! - `permissions`: the NATS users and permissions of nats/permissions.conf, enforced.
-//! - `tus`: tus 1.0 resumable uploads (`/api/uploads`): tuspy across two bridges, every extension
-//!   over raw HTTP, 1 GiB with bounded bridge memory.
+//! - `tus`: tus 1.0 resumable uploads (`/api/uploads`): tuspy across two bridges (local files and
+//!   S3), every extension over raw HTTP, 1 GiB with bounded bridge memory, quotas, the expiry sweep.
 //! - `events`: `GET /api/events` (Server-Sent Events) over real HTTP: own media, resume, visibility.
 //! - `cli`: the `mediabus` CLI against bridges and workers: resumable directory upload, ls, get, rm.
 //! - `web`: the web app at `/` in headless Chromium (Playwright) over the whole stack.

@@ -6,7 +6,10 @@
 //! - every extension over raw HTTP: creation, creation-with-upload, checksum (sha1, sha256; 460),
 //!   termination, expiration (a bridge with a 1 s expiry), offset conflicts (409), version (412),
 //!   auth (401) and ownership (404), sniffing at completion;
-//! - 1 GiB generated as a stream, in PATCHes of odd sizes, with the bridge's peak RSS bounded.
+//! - 1 GiB generated as a stream, in PATCHes of odd sizes, with the bridge's peak RSS bounded;
+//! - `/openapi.json` lists the endpoint; byte and open-upload quotas give 413 `QUOTA_EXCEEDED`;
+//! - an abandoned upload is swept (tus state and parts) without any request;
+//! - the tuspy resume again with files and tus state in S3 (SeaweedFS).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,39 +24,74 @@ use hyper::body::Frame;
 use mediabus_e2e::bench::peak_rss_kib;
 use mediabus_e2e::http::{Reply, call, collect, send};
 use mediabus_e2e::{WorkerProcess, built_bin, dev_token};
-use mediabus_testkit::{NatsServer, repo_root};
+use mediabus_testkit::{NatsServer, SeaweedS3, repo_root};
 use sha2::{Digest, Sha256};
 
 const TUS: (&str, &str) = ("tus-resumable", "1.0.0");
 const OCTETS: (&str, &str) = ("content-type", "application/offset+octet-stream");
 const MIB: usize = 1 << 20;
+const S3_BUCKET: &str = "mediabus-tus";
 
-/// nats-server, two media workers and two bridges (the second with `second_bridge_env` added),
-/// sharing one file store and one SQLite file.
+/// What a [`Stack`] runs with beyond its defaults.
+#[derive(Default)]
+pub(crate) struct Options<'a> {
+    /// Added to both media workers' environment.
+    pub(crate) media_env: &'a [(&'a str, &'a str)],
+    /// Added to both bridges' environment.
+    pub(crate) bridge_env: &'a [(&'a str, &'a str)],
+    /// Added to the second bridge's environment only.
+    pub(crate) second_bridge_env: &'a [(&'a str, &'a str)],
+    /// Files (and the tus state) in S3, SeaweedFS started for the stack; else on local disk.
+    pub(crate) s3: bool,
+}
+
+/// nats-server, two media workers and two bridges, sharing one file store (a local directory, or
+/// a SeaweedFS bucket) and one SQLite file.
 pub(crate) struct Stack {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub(crate) ports: Vec<u16>,
     bridges: Vec<WorkerProcess>,
     _media: Vec<WorkerProcess>,
     _nats: NatsServer,
+    s3: Option<SeaweedS3>,
 }
 
 impl Stack {
+    /// Local files; the second bridge with `second_bridge_env` added.
     pub(crate) fn start(second_bridge_env: &[(&str, &str)]) -> Self {
+        Self::start_with(Options { second_bridge_env, ..Options::default() })
+    }
+
+    pub(crate) fn start_with(options: Options<'_>) -> Self {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
         let url = nats.url();
         let files = dir.path().join("files").to_str().unwrap().to_owned();
         let db = dir.path().join("media.db").to_str().unwrap().to_owned();
+        let s3 = options.s3.then(SeaweedS3::start);
+        let endpoint = s3.as_ref().map(SeaweedS3::endpoint).unwrap_or_default();
+        let storage: Vec<(&str, &str)> = if s3.is_some() {
+            vec![
+                ("MEDIABUS__STORAGE__BACKEND", "s3"),
+                ("MEDIABUS__STORAGE__ENDPOINT", endpoint.as_str()),
+                ("MEDIABUS__STORAGE__REGION", "us-east-1"),
+                ("MEDIABUS__STORAGE__BUCKET", S3_BUCKET),
+                ("MEDIABUS__STORAGE__ACCESS_KEY", "test"),
+                ("MEDIABUS__STORAGE__SECRET_KEY", "test"),
+            ]
+        } else {
+            vec![("MEDIABUS__STORAGE__ROOT", files.as_str())]
+        };
         let media_password = nats.password("media");
-        let media_env = [
+        let mut media_env = vec![
             ("MEDIABUS__NATS__URL", url.as_str()),
             ("MEDIABUS__NATS__USER", "media"),
             ("MEDIABUS__NATS__PASSWORD", media_password.as_str()),
-            ("MEDIABUS__STORAGE__ROOT", files.as_str()),
             ("MEDIABUS__STORE__PATH", db.as_str()),
             ("RUST_LOG", "warn"),
         ];
+        media_env.extend_from_slice(&storage);
+        media_env.extend_from_slice(options.media_env);
         let media =
             (0..2).map(|_| WorkerProcess::spawn_with_env(&built_bin("media-service"), &media_env, &[])).collect();
         let bridge_password = nats.password("bridge");
@@ -65,19 +103,56 @@ impl Stack {
                 ("MEDIABUS__NATS__URL", url.as_str()),
                 ("MEDIABUS__NATS__USER", "bridge"),
                 ("MEDIABUS__NATS__PASSWORD", bridge_password.as_str()),
-                ("MEDIABUS__STORAGE__ROOT", files.as_str()),
                 ("MEDIABUS__HTTP__LISTEN", listen.as_str()),
                 ("MEDIABUS__HTTP__BODY_IDLE_TIMEOUT_MS", "3000"),
                 ("RUST_LOG", "warn"),
             ];
+            env.extend_from_slice(&storage);
+            env.extend_from_slice(options.bridge_env);
             if i == 1 {
-                env.extend_from_slice(second_bridge_env);
+                env.extend_from_slice(options.second_bridge_env);
             }
             let bridge = WorkerProcess::spawn_with_env(&built_bin("http-bridge"), &env, &[]);
             ports.push(bridge.ready_port());
             bridges.push(bridge);
         }
-        Self { _dir: dir, ports, bridges, _media: media, _nats: nats }
+        Self { dir, ports, bridges, _media: media, _nats: nats, s3 }
+    }
+
+    /// Keys under `prefix` in the file store, sorted: objects in the S3 bucket (listed over plain
+    /// HTTP: SeaweedFS without identities serves anonymous requests), or local files.
+    async fn stored_keys(&self, prefix: &str) -> Vec<String> {
+        let Some(s3) = &self.s3 else { return self.files_under(prefix) };
+        let port: u16 = s3.endpoint().rsplit(':').next().unwrap().parse().unwrap();
+        let path = format!("/{S3_BUCKET}?list-type=2&prefix={prefix}");
+        let reply = call(port, "GET", &path, &[], Bytes::new()).await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        let listing = String::from_utf8_lossy(&reply.body);
+        let mut keys: Vec<String> = listing
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_owned()))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Files under `relative` in the local file store (recursively), sorted; none if it is absent.
+    fn files_under(&self, relative: &str) -> Vec<String> {
+        let root = self.dir.path().join("files");
+        let mut found = Vec::new();
+        let mut stack = vec![root.join(relative)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                } else {
+                    found.push(entry.path().strip_prefix(&root).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        found.sort();
+        found
     }
 
     /// A tus request to bridge `bridge` with `Tus-Resumable: 1.0.0`, the token and `headers`.
@@ -184,7 +259,17 @@ fn sha256_b64(bytes: &[u8]) -> String {
 /// bridge 1; the media reads back byte-equal, with the metadata it was given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tuspy_resumes_an_upload_through_another_bridge() {
-    let stack = Stack::start(&[]);
+    tuspy_resumes_across_bridges(&Stack::start(&[])).await;
+}
+
+/// The same with the files, the media service's parts and the tus state in S3 (SeaweedFS): the
+/// state store works on S3 (pending bytes, atomic `info.json` rewrites, listing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuspy_resumes_an_upload_through_another_bridge_on_s3() {
+    tuspy_resumes_across_bridges(&Stack::start_with(Options { s3: true, ..Options::default() })).await;
+}
+
+async fn tuspy_resumes_across_bridges(stack: &Stack) {
     let alice = dev_token("alice");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lecture.mp4");
@@ -205,6 +290,10 @@ async fn tuspy_resumes_an_upload_through_another_bridge() {
     assert_eq!(started["offset"], stop_at);
     let url = started["url"].as_str().unwrap();
     let upload_path = url.split_once("/api/").map(|(_, p)| format!("/api/{p}")).unwrap();
+    // The state of the cut upload, in the file store the bridges share (S3 or local).
+    let id = upload_path.rsplit('/').next().unwrap();
+    let keys = [format!("tus/{id}/info.json"), format!("tus/{id}/pending-{stop_at}")];
+    assert_eq!(stack.stored_keys(&format!("tus/{id}/")).await, keys);
 
     let other = format!("http://127.0.0.1:{}{upload_path}", stack.ports[1]);
     let resumed = run(vec!["resume".into(), other, alice.clone(), file, (2 * MIB).to_string()]);
@@ -427,6 +516,129 @@ async fn every_extension_over_raw_http() {
     };
     assert_eq!(gone.status, 410, "{:?}", gone.json());
     assert_eq!(stack.patch(1, &short, &alice, 0, &file[..10], &[]).await.status, 404);
+}
+
+/// `/openapi.json` documents the endpoint, and quotas (DESIGN §14) hold for tus as for multipart:
+/// a creation over the caller's byte quota, or past their open-upload limit, is 413
+/// `QUOTA_EXCEEDED` in the contract's error shape, before any state or byte is stored;
+/// terminating an upload frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tus_is_documented_and_held_to_quotas() {
+    let quota = (10 * MIB).to_string();
+    let media_env = [("MEDIABUS__QUOTA__MAX_BYTES", quota.as_str()), ("MEDIABUS__QUOTA__MAX_OPEN_UPLOADS", "1")];
+    let stack = Stack::start_with(Options { media_env: &media_env, ..Options::default() });
+
+    let doc = call(stack.ports[1], "GET", "/openapi.json", &[], Bytes::new()).await;
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    let operations: [(&str, &str, &str, &[&str]); 4] = [
+        ("/api/uploads", "post", "201", &["401", "412", "413", "460"]),
+        ("/api/uploads/{id}", "head", "200", &["401", "404", "410"]),
+        ("/api/uploads/{id}", "patch", "204", &["404", "409", "410", "460"]),
+        ("/api/uploads/{id}", "delete", "204", &["401", "404"]),
+    ];
+    for (path, method, ok, errors) in operations {
+        let op = &doc["paths"][path][method];
+        assert_eq!(op["tags"], serde_json::json!(["uploads"]), "{method} {path}: {op}");
+        assert!(op["security"].as_array().is_some_and(|s| !s.is_empty()), "{method} {path} needs a token");
+        assert!(op["responses"][ok]["headers"]["Tus-Resumable"].is_object(), "{method} {path} {ok}");
+        for status in errors {
+            assert_eq!(
+                op["responses"][status]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Error",
+                "{method} {path} {status}"
+            );
+        }
+        let headers: Vec<&str> = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "header")
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert!(headers.contains(&"Tus-Resumable"), "{method} {path}: {headers:?}");
+        let needed = match method {
+            "post" => Some("Upload-Length"),
+            "patch" => Some("Upload-Offset"),
+            _ => None,
+        };
+        assert!(needed.is_none_or(|h| headers.contains(&h)), "{method} {path}: {headers:?}");
+    }
+
+    let alice = dev_token("alice");
+    let refused_for_quota = |reply: &Reply| {
+        assert_eq!(reply.status, 413, "{:?}", reply.json());
+        assert_eq!(reply.header("tus-resumable"), "1.0.0");
+        assert_eq!(reply.header("location"), "", "no upload was created");
+        let error = reply.json();
+        assert_eq!((error["status"].clone(), error["code"].clone()), (413.into(), "QUOTA_EXCEEDED".into()), "{error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
+    };
+    let over = (10 * MIB + 1).to_string();
+    let too_big = stack.tus(0, "POST", "/api/uploads", &alice, &[("upload-length", over.as_str())], Bytes::new()).await;
+    refused_for_quota(&too_big);
+    // The same over creation-with-upload: refused before the body is read.
+    let with_body = [("upload-length", over.as_str()), OCTETS];
+    let too_big =
+        stack.tus(1, "POST", "/api/uploads", &alice, &with_body, Bytes::copy_from_slice(&video_range(0, MIB))).await;
+    refused_for_quota(&too_big);
+    assert_eq!(stack.files_under("tus"), Vec::<String>::new(), "a refused creation stores nothing");
+
+    // One upload open at a time: a second is refused; terminating the first frees the slot.
+    let small = [("upload-length", "4096")];
+    let first = stack.tus(0, "POST", "/api/uploads", &alice, &small, Bytes::new()).await;
+    assert_eq!(first.status, 201, "{:?}", first.json());
+    refused_for_quota(&stack.tus(1, "POST", "/api/uploads", &alice, &small, Bytes::new()).await);
+    // Another user has quotas of their own.
+    assert_eq!(stack.tus(1, "POST", "/api/uploads", &dev_token("bob"), &small, Bytes::new()).await.status, 201);
+    assert_eq!(stack.tus(1, "DELETE", first.header("location"), &alice, &[], Bytes::new()).await.status, 204);
+    assert_eq!(stack.tus(0, "POST", "/api/uploads", &alice, &small, Bytes::new()).await.status, 201);
+}
+
+/// An abandoned upload goes without any request: the bridges' sweep (every second, uploads
+/// expiring after 2 s) removes its tus state, the media service's sweep (sessions live 4 s) its
+/// parts, and the user's open-upload slot is free again. The bridge cannot `upload.abort` from
+/// the sweep: that needs the owner's token (or a `service` one, which the bridge may not obtain),
+/// so the media service's shorter-than-default TTL stands in for it here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_uploads_are_swept_without_a_request() {
+    let media_env = [
+        ("MEDIABUS__MEDIA__UPLOAD_TTL_SECS", "4"),
+        ("MEDIABUS__MEDIA__SWEEP_INTERVAL_SECS", "1"),
+        ("MEDIABUS__QUOTA__MAX_OPEN_UPLOADS", "1"),
+    ];
+    let bridge_env = [("MEDIABUS__TUS__EXPIRY_SECS", "2"), ("MEDIABUS__TUS__SWEEP_INTERVAL_SECS", "1")];
+    let stack = Stack::start_with(Options { media_env: &media_env, bridge_env: &bridge_env, ..Options::default() });
+    let alice = dev_token("alice");
+    let length = (8 * MIB).to_string();
+    // 6 MiB: one 5 MiB part at the media service, 1 MiB pending in the tus state.
+    let first = Bytes::copy_from_slice(&video_range(0, 6 * MIB));
+    let created =
+        stack.tus(0, "POST", "/api/uploads", &alice, &[("upload-length", length.as_str()), OCTETS], first).await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    assert_eq!(created.header("upload-offset"), (6 * MIB).to_string());
+    let url = created.header("location").to_owned();
+    let id = url.rsplit('/').next().unwrap();
+    let state = format!("tus/{id}");
+    assert_eq!(stack.files_under(&state), [format!("{state}/info.json"), format!("{state}/pending-{}", 6 * MIB)]);
+    assert!(!stack.files_under(".uploads").is_empty(), "the media service holds the first part");
+
+    // No request from here on until both are gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for what in [state.as_str(), ".uploads"] {
+        while !stack.files_under(what).is_empty() {
+            assert!(Instant::now() < deadline, "{what} still holds {:?}", stack.files_under(what));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // 404, not 410: the state was gone before this request (one that finds it expired says 410).
+    let head = stack.tus(1, "HEAD", &url, &alice, &[], Bytes::new()).await;
+    assert_eq!(head.status, 404, "{:?}", head.json());
+    let bearer = format!("Bearer {alice}");
+    let usage =
+        call(stack.ports[0], "GET", "/api/users/alice/usage", &[("authorization", &bearer)], Bytes::new()).await;
+    assert_eq!(usage.json()["openUploads"], 0, "{:?}", usage.json());
+    let again = stack.tus(1, "POST", "/api/uploads", &alice, &[("upload-length", "4096")], Bytes::new()).await;
+    assert_eq!(again.status, 201, "{:?}", again.json());
 }
 
 /// 1 GiB generated as a stream, in PATCHes of odd sizes: the bridge's peak RSS stays under

@@ -1,8 +1,9 @@
 //! The web app (DESIGN §13) in headless Chromium: the whole stack as processes — nats-server,
 //! media service, media processor, auth service and the bridge serving the app at `/` — driven by
 //! `tests/web/library.py` (Playwright from PyPI on Debian's `/usr/bin/chromium`, both installed
-//! by `scripts/setup`): register, upload a JPEG and an MP4, watch them turn READY live, preview,
-//! play the HLS video, make public, delete, keyboard and phone viewport, no console errors.
+//! by `scripts/setup`): register, upload a JPEG and an MP4, watch them go PROCESSING → READY live,
+//! preview, play the HLS video, make public, delete, an MP3 and a PDF in the detail view, rename,
+//! tus pause / resume / cancel mid-upload, keyboard and phone viewport, no console errors.
 //!
 //! Screenshots of every step go to a temp dir, kept (and printed) when `MEDIABUS_WEB_SHOTS` names
 //! a directory; `MEDIABUS_WEB_README=docs/library.png` also refreshes README's screenshot
@@ -59,7 +60,11 @@ async fn the_library_works_in_a_real_browser() {
         .arg("--image")
         .arg(&media_files().jpeg)
         .arg("--video")
-        .arg(&media_files().mp4);
+        .arg(&media_files().mp4)
+        .arg("--audio")
+        .arg(&media_files().mp3)
+        .arg("--pdf")
+        .arg(&media_files().pdf);
     if let Some(readme) = std::env::var_os("MEDIABUS_WEB_README") {
         script.arg("--readme").arg(repo_root().join(readme));
     }

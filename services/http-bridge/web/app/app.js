@@ -118,7 +118,9 @@ function render(entry, before) {
     li.append(button);
   }
   button.setAttribute("aria-label", `Open ${media.originalName} (${media.type.toLowerCase()}, ${media.status.toLowerCase()})`);
-  button.querySelector(".name").textContent = media.originalName;
+  const name = button.querySelector(".name");
+  name.textContent = media.originalName;
+  name.title = media.originalName; // the whole name, where the card cuts it off
   const status = button.querySelector(".status");
   status.textContent = media.status === "READY" ? media.type.toLowerCase() : media.status.toLowerCase();
   status.className = `status ${media.status.toLowerCase()}`;

@@ -103,7 +103,12 @@ function fillFacts(media) {
     ["Size", humanSize(media.size)],
     ["Status", media.status.toLowerCase() + (media.failureReason ? `: ${media.failureReason}` : "")],
   ];
-  if (d.width && d.height) facts.push(["Dimensions", `${d.width} × ${d.height}`]);
+  if (d.width && d.height) {
+    // A PDF's page size is in points (fractional); pictures are in pixels.
+    const dimensions =
+      media.type === "DOCUMENT" ? `${Math.round(d.width)} × ${Math.round(d.height)} pt` : `${d.width} × ${d.height}`;
+    facts.push(["Dimensions", dimensions]);
+  }
   if (d.durationMs) facts.push(["Duration", humanDuration(d.durationMs)]);
   if (d.pageCount) facts.push(["Pages", String(d.pageCount)]);
   if (d.videoCodec || d.audioCodec) facts.push(["Codecs", [d.videoCodec, d.audioCodec].filter(Boolean).join(", ")]);
