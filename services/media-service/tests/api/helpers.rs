@@ -99,16 +99,7 @@ impl TestApp {
         // The test's own handle on the documents, opened before the stand-in fix-up below.
         let store = mediabus_store::open(&settings.store).await.unwrap();
         if let Some(server) = mongo.as_ref().filter(|m| m.is_stand_in()) {
-            // nx-27017 gap (see libs/store/tests/contract.rs): compound indexes that include `_id`
-            // make all its later inserts fail, so on the stand-in the listing indexes the service
-            // created are dropped. Real MongoDB keeps them.
-            let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
-            client
-                .database(server.database())
-                .collection::<mongodb::bson::Document>("media")
-                .drop_indexes()
-                .await
-                .unwrap();
+            drop_stand_in_indexes(server).await;
         }
         // The test calls the subjects as a backend service would.
         let backend = NatsSettings::new(nats_server.url()).with_user("backend", nats_server.password("backend"));
@@ -126,6 +117,10 @@ impl TestApp {
         change(&mut settings);
         let nats = settings.nats.connect("media-restarted", 1024).await.unwrap();
         self.workers.push(media_service::start(settings, nats).await.expect("media service starts"));
+        if let Some(server) = self._mongo.as_ref().filter(|m| m.is_stand_in()) {
+            // The restarted worker created them again.
+            drop_stand_in_indexes(server).await;
+        }
     }
 
     /// Whether documents live in the nx-27017 stand-in (not a real MongoDB).
@@ -164,6 +159,14 @@ impl TestApp {
         merge(&mut data, extra);
         self.call("upload_file", data, Some(token)).await
     }
+}
+
+/// nx-27017 gap (see libs/store/tests/contract.rs): compound indexes that include `_id` make all
+/// its later inserts fail, so on the stand-in the listing indexes a starting worker creates are
+/// dropped. Real MongoDB keeps them.
+async fn drop_stand_in_indexes(server: &MongoServer) {
+    let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
+    client.database(server.database()).collection::<mongodb::bson::Document>("media").drop_indexes().await.unwrap();
 }
 
 /// An access token for `user` with `role`, signed with the test key.

@@ -152,13 +152,6 @@ async fn user_deleted_from_nestjs_removes_a_thousand_media_once_on_mongo() {
 async fn cascade_outlasts_the_request_timeout(docs: Docs) {
     let mut app = TestApp::spawn_with(Files::Local, docs, 1).await;
     app.restart_with(|settings| settings.service.request_timeout_ms = 1).await;
-    if app.on_mongo_stand_in() {
-        // The restarted worker created the listing indexes again, which break nx-27017's inserts
-        // (as `TestApp::spawn_with` explains): drop them again. Real MongoDB keeps them.
-        let mediabus_store::StoreConfig::Mongodb { uri, database } = &app.settings.store else { unreachable!() };
-        let client = mongodb::Client::with_uri_str(mediabus_config::ExposeSecret::expose_secret(uri)).await.unwrap();
-        client.database(database).collection::<mongodb::bson::Document>("media").drop_indexes().await.unwrap();
-    }
     let records: Vec<MediaRecord> = (0..1000).map(|_| document("long-gone", None)).collect();
     for result in futures_util::future::join_all(records.iter().map(|r| app.store.insert(r))).await {
         result.unwrap();
