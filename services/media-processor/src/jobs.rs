@@ -10,10 +10,20 @@
 //!   ([`crate::config::JobSettings::backoff`]); on the last of `max_deliver` deliveries the job
 //!   is written to the dead-letter stream `MEDIA_JOBS_DLQ` (a [`DeadJob`] an operator lists with
 //!   `nats stream view MEDIA_JOBS_DLQ`), its media ends `FAILED`, and the job is acked.
+//! - A job whose last delivery is never acked (its processor was SIGKILLed, ran out of memory,
+//!   or hung) is not seen by any handler: JetStream then publishes the advisory
+//!   [`max_deliveries_subject`]. Every processor listens on one queue group, so exactly one takes
+//!   it ([`watch_exhausted`]): it reads the job from the stream by sequence, writes the same dead
+//!   letter, marks the media `FAILED` ([`GiveUp::Abandoned`]), and deletes the job from the
+//!   stream (a work queue keeps a message that ran out of deliveries until `max_age`). Nothing is
+//!   done twice: a media no longer `PROCESSING` with the job's checksum gets no dead letter and
+//!   no event. A core NATS advisory is lost when no processor is connected at that moment; the
+//!   job then stays in the stream and its media `PROCESSING` until `media.reprocess`.
 //! - `max_ack_pending` bounds the jobs in flight across all workers; each worker runs at most
 //!   `jobs.concurrency` at once and pulls only when it has room.
 //! - Shutdown ([`Runtime::shutdown`]): stop pulling, let the jobs in hand finish for
-//!   `shutdown_grace_secs`, then hand the rest back (nak without delay) for another worker.
+//!   `shutdown_grace_secs`, then hand the rest back (nak without delay) for another worker. A
+//!   job handed back on its last delivery has none left: the advisory above then gives it up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,14 +34,14 @@ use async_nats::jetstream::{self, AckKind, stream};
 use futures_util::StreamExt;
 use mediabus_contracts::Timestamp;
 use mediabus_contracts::jobs::{self, DeadJob, ProcessJob};
+use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{JobSettings, Settings};
-use crate::error::ProcessError;
-use crate::worker::{Outcome, Worker};
+use crate::worker::{GiveUp, Outcome, Worker};
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +93,31 @@ pub fn consumer_config(settings: &JobSettings) -> consumer::pull::Config {
     }
 }
 
+/// Subject of the JetStream advisory published when a job of the shared consumer runs out of
+/// deliveries without being acked: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MEDIA_JOBS.media-processor`.
+pub fn max_deliveries_subject() -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", jobs::STREAM, jobs::CONSUMER)
+}
+
+/// Queue group of the advisory subscription: one processor handles each advisory.
+const ADVISORY_QUEUE: &str = "media-processor";
+
+/// The fields of the max-deliveries advisory (`io.nats.jetstream.advisory.v1.max_deliver`) used here.
+#[derive(Debug, Deserialize)]
+struct MaxDeliveries {
+    /// Sequence of the job in [`jobs::STREAM`].
+    stream_seq: u64,
+    /// Deliveries made (the consumer's `max_deliver`).
+    deliveries: u64,
+}
+
 /// A started runtime: pulling and running jobs until [`Runtime::shutdown`].
 pub struct Runtime {
     stop: CancellationToken,
     hand_back: CancellationToken,
     tasks: TaskTracker,
     puller: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
     grace: Duration,
     nats: async_nats::Client,
 }
@@ -110,10 +139,18 @@ pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runti
         .await
         .map_err(|e| jet(&e))?;
     let consumer: PullConsumer = stream.create_consumer(consumer_config(&settings.jobs)).await.map_err(|e| jet(&e))?;
+    // Subscribed before the first pull, so no job this worker takes can run out unseen.
+    let advisories =
+        nats.queue_subscribe(max_deliveries_subject(), ADVISORY_QUEUE.into()).await.map_err(|e| jet(&e))?;
     tokio::spawn(report_pending(consumer.clone()));
     let settings = Arc::new(settings);
     let worker = Worker::new(store, processing, blobs, nats.clone(), settings.clone());
     let (stop, hand_back, tasks) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
+    let watcher = tokio::spawn(watch_exhausted(
+        advisories,
+        Exhausted { stream, js: js.clone(), worker: worker.clone() },
+        stop.clone(),
+    ));
     let puller = tokio::spawn(pull_loop(Pull {
         consumer,
         js,
@@ -124,7 +161,15 @@ pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runti
         tasks: tasks.clone(),
     }));
     tracing::info!(concurrency = settings.jobs.concurrency.max(1), "processing jobs");
-    Ok(Runtime { stop, hand_back, tasks, puller, grace: Duration::from_secs(settings.jobs.shutdown_grace_secs), nats })
+    Ok(Runtime {
+        stop,
+        hand_back,
+        tasks,
+        puller,
+        watcher,
+        grace: Duration::from_secs(settings.jobs.shutdown_grace_secs),
+        nats,
+    })
 }
 
 impl Runtime {
@@ -133,6 +178,8 @@ impl Runtime {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.puller.await;
+        // Advisories from now on go to the processors still running (the subscription ends here).
+        let _ = self.watcher.await;
         self.tasks.close();
         if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
             tracing::info!("grace period over: handing the jobs in hand back");
@@ -302,8 +349,14 @@ impl Job {
             Err(e) if delivered >= self.settings.jobs.max_deliver() => {
                 tracing::error!(id = %job.media_id, delivered, error = %e, "job failed on its last delivery");
                 record_job("unknown", "dead_letter", seconds);
-                self.dead_letter(&job, delivered, &e).await;
-                match self.worker.give_up(&job, traceparent.as_deref()).await {
+                let dead = DeadJob {
+                    job: job.clone(),
+                    deliveries: delivered.max(0) as u64,
+                    error: e.to_string(),
+                    failed_at: Timestamp::now(),
+                };
+                dead_letter(&self.js, &dead).await;
+                match self.worker.give_up(&job, GiveUp::Failing, traceparent.as_deref()).await {
                     Ok(_) => ack(&message, &job).await,
                     Err(e) => {
                         // The dead letter is written; the media stays PROCESSING until reprocessed.
@@ -322,28 +375,119 @@ impl Job {
             }
         }
     }
+}
 
-    /// Writes the dead letter of `job` (with JetStream's ack; three tries).
-    async fn dead_letter(&self, job: &ProcessJob, deliveries: i64, error: &ProcessError) {
-        let dead = DeadJob {
-            job: job.clone(),
-            deliveries: deliveries.max(0) as u64,
-            error: error.to_string(),
-            failed_at: Timestamp::now(),
+/// Writes `dead` to the dead-letter stream (with JetStream's ack; three tries). A dead letter
+/// that cannot be written is logged with its job, so the operator still finds it.
+async fn dead_letter(js: &jetstream::Context, dead: &DeadJob) {
+    let id = &dead.job.media_id;
+    let Ok(body) = serde_json::to_vec(dead) else { return };
+    for attempt in 1..=3 {
+        let publish = PublishMessage::build().payload(body.clone().into());
+        let result = match js.send_publish(jobs::DLQ_SUBJECT, publish).await {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
-        let Ok(body) = serde_json::to_vec(&dead) else { return };
-        for attempt in 1..=3 {
-            let publish = PublishMessage::build().payload(body.clone().into());
-            let result = match self.js.send_publish(jobs::DLQ_SUBJECT, publish).await {
-                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(()) => return,
-                Err(e) => tracing::warn!(id = %job.media_id, attempt, error = %e, "dead letter not written"),
+        match result {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(id = %id, attempt, error = %e, "dead letter not written"),
+        }
+    }
+    tracing::error!(id = %id, checksum = %dead.job.checksum, "dead letter lost");
+}
+
+/// What handling a max-deliveries advisory needs.
+struct Exhausted {
+    /// [`jobs::STREAM`]: the job is read from it by sequence and then deleted.
+    stream: stream::Stream,
+    js: jetstream::Context,
+    worker: Worker,
+}
+
+/// Handles the max-deliveries advisories of this processor's queue group, one at a time, until
+/// `stop`. They are rare (one per crashed last delivery) and each takes a few round trips.
+async fn watch_exhausted(mut advisories: async_nats::Subscriber, exhausted: Exhausted, stop: CancellationToken) {
+    loop {
+        let message = tokio::select! {
+            message = advisories.next() => message,
+            () = stop.cancelled() => return,
+        };
+        let Some(message) = message else { return };
+        match serde_json::from_slice::<MaxDeliveries>(&message.payload) {
+            Ok(advisory) => exhausted.handle(advisory).await,
+            Err(e) => tracing::warn!(error = %e, "unreadable max-deliveries advisory, ignored"),
+        }
+    }
+}
+
+impl Exhausted {
+    /// Gives up the job at `advisory.stream_seq`: dead letter, media `FAILED`
+    /// ([`GiveUp::Abandoned`]), job deleted from the stream. Never panics; failures are logged
+    /// (the advisory is not sent again, so each step is tried a few times).
+    async fn handle(&self, advisory: MaxDeliveries) {
+        let seq = advisory.stream_seq;
+        let Some(message) = self.read(seq).await else { return };
+        let traceparent = message.headers.get("traceparent").map(|v| v.as_str().to_owned());
+        let trace = mediabus_telemetry::trace::TraceContext::from_headers(Some(&message.headers))
+            .unwrap_or_else(mediabus_telemetry::trace::TraceContext::new_root);
+        let span = tracing::info_span!("job", trace_id = %trace.trace_id_hex());
+        trace.attach_to(&span);
+        self.give_up(seq, &message, advisory.deliveries, traceparent.as_deref()).instrument(span).await;
+    }
+
+    /// The job at `seq`, or `None` when it is gone (deleted by an earlier handling, or acked) or
+    /// cannot be read.
+    async fn read(&self, seq: u64) -> Option<jetstream::message::StreamMessage> {
+        use jetstream::stream::RawMessageErrorKind;
+        for attempt in 1..=3u64 {
+            match self.stream.get_raw_message(seq).await {
+                Ok(message) => return Some(message),
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+                    tracing::debug!(seq, "job out of deliveries is already gone");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(seq, attempt, error = %e, "cannot read the job out of deliveries");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
             }
         }
-        tracing::error!(id = %job.media_id, "dead letter lost; see the log line above for the job");
+        tracing::error!(seq, "job out of deliveries not read: its media stays PROCESSING until reprocessed");
+        None
+    }
+
+    /// Dead letter and `FAILED` for a job still pending, then the job's deletion.
+    async fn give_up(&self, seq: u64, message: &jetstream::message::StreamMessage, deliveries: u64, tp: Option<&str>) {
+        match serde_json::from_slice::<ProcessJob>(&message.payload) {
+            Err(e) => tracing::error!(seq, error = %e, "malformed job out of deliveries, deleted"),
+            Ok(job) => match self.worker.is_pending(&job).await {
+                Ok(false) => tracing::info!(id = %job.media_id, seq, "job out of deliveries was already finished"),
+                Err(e) => {
+                    // Kept in the stream: a later reprocess or an operator can still see it.
+                    tracing::error!(id = %job.media_id, seq, error = %e, "cannot read the media of a job out of deliveries");
+                    return;
+                }
+                Ok(true) => {
+                    tracing::error!(id = %job.media_id, seq, deliveries, "job abandoned on its last delivery");
+                    // Counted, not timed: how long the dead processor ran is not known here.
+                    metrics::counter!("mediabus_jobs_total", "kind" => "unknown", "outcome" => "dead_letter")
+                        .increment(1);
+                    let error = format!(
+                        "delivery {deliveries} of {deliveries} was never acked: the processor running it stopped \
+                         (killed, out of memory, or handed it back on shutdown) or hung past ack_wait"
+                    );
+                    let dead = DeadJob { job: job.clone(), deliveries, error, failed_at: Timestamp::now() };
+                    dead_letter(&self.js, &dead).await;
+                    if let Err(e) = self.worker.give_up(&job, GiveUp::Abandoned, tp).await {
+                        tracing::error!(id = %job.media_id, error = %e, "could not mark the media FAILED");
+                    }
+                }
+            },
+        }
+        // A work queue keeps a message that ran out of deliveries (no consumer will take it again).
+        if let Err(e) = self.stream.delete_message(seq).await {
+            tracing::warn!(seq, error = %e, "could not delete the job out of deliveries");
+        }
     }
 }
 

@@ -53,6 +53,29 @@ pub enum Outcome {
     Skipped(&'static str),
 }
 
+/// Why a job was given up after its last delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The handler returned an error on every delivery (a store or tool kept failing).
+    Failing,
+    /// The last delivery was never acked: the processor running it died (SIGKILL, out of
+    /// memory) or hung past `ack_wait`, and JetStream reported the job as out of deliveries.
+    Abandoned,
+}
+
+impl GiveUp {
+    /// The media's `failureReason`: for the owner, so it names no host, path or internal error.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Failing => "processing failed repeatedly; try again later with media.reprocess",
+            Self::Abandoned => {
+                "processing stopped before it could finish (the processor was stopped or may have run out of \
+                 memory); try again later with media.reprocess"
+            }
+        }
+    }
+}
+
 /// Runs jobs. Cheap to clone.
 #[derive(Clone)]
 pub struct Worker {
@@ -114,14 +137,26 @@ impl Worker {
         self.finish(job, status, reason, traceparent).await
     }
 
-    /// Ends a job that failed on every delivery: the media becomes `FAILED` with a reason the
-    /// owner can read (the technical error stays in the logs and the dead letter), and
-    /// `media.processed` is emitted. Skipped when the media is no longer this job's.
+    /// Ends a job that used up its deliveries: the media becomes `FAILED` with a reason the owner
+    /// can read ([`GiveUp::reason`]; the technical error stays in the logs and the dead letter),
+    /// and `media.processed` is emitted. Skipped (nothing written, no event) when the media is no
+    /// longer this job's: removed, finished, or holding other bytes.
     ///
     /// Errors: the store fails ([`ProcessError::Transient`]).
-    pub async fn give_up(&self, job: &ProcessJob, traceparent: Option<&str>) -> Result<Outcome> {
-        let reason = "processing failed repeatedly; try again later with media.reprocess".to_owned();
-        self.finish(job, MediaStatus::Failed, Some(reason), traceparent).await
+    pub async fn give_up(&self, job: &ProcessJob, why: GiveUp, traceparent: Option<&str>) -> Result<Outcome> {
+        self.finish(job, MediaStatus::Failed, Some(why.reason().to_owned()), traceparent).await
+    }
+
+    /// Whether `job` is still its media's pending run: the media exists, is `PROCESSING`, and
+    /// holds the bytes of `job.checksum`. A job for which this is false has nothing left to give
+    /// up (its media was finished, removed or replaced meanwhile).
+    ///
+    /// Errors: the store fails ([`ProcessError::Transient`]).
+    pub async fn is_pending(&self, job: &ProcessJob) -> Result<bool> {
+        let record = self.store.get(&job.media_id).await.map_err(store_error)?;
+        Ok(record.is_some_and(|r| {
+            r.media.status == MediaStatus::Processing && r.media.checksum.as_deref() == Some(job.checksum.as_str())
+        }))
     }
 
     /// Sets the final status (conditionally) and emits `media.processed` with the document.

@@ -14,7 +14,8 @@ use async_nats::HeaderMap;
 use base64::Engine;
 use futures_util::StreamExt;
 use mediabus_rpc::{RpcClient, RpcError};
-use mediabus_testkit::{NatsServer, files_under, media_files};
+use mediabus_storage::StorageConfig;
+use mediabus_testkit::{NatsServer, SeaweedS3, files_under, media_files};
 use serde_json::{Value, json};
 
 /// The W3C trace context every request of these tests carries.
@@ -90,17 +91,26 @@ struct Stack {
     processors: Vec<Proc>,
     client: async_nats::Client,
     rpc: RpcClient,
+    /// `MEDIABUS__STORAGE__*` of every process (empty: the local store under `dir/files`).
+    storage: Vec<(&'static str, String)>,
 }
 
 impl Stack {
     /// The stack with `processors` processors configured by `extra` (`MEDIABUS__JOBS__...`).
     async fn start(processors: usize, extra: &[(&str, &str)]) -> Self {
+        Self::start_on(Vec::new(), processors, extra).await
+    }
+
+    /// [`Stack::start`] with every process on the file store `storage` (`MEDIABUS__STORAGE__*`).
+    async fn start_on(storage: Vec<(&'static str, String)>, processors: usize, extra: &[(&str, &str)]) -> Self {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
-        let media = Proc::spawn(&sibling_bin("media-service"), &env(&nats, dir.path(), "media", &[]));
+        let mut media_env = env(&nats, dir.path(), "media", &[]);
+        media_env.extend(storage.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let media = Proc::spawn(&sibling_bin("media-service"), &media_env);
         let client = async_nats::connect(nats.url()).await.unwrap();
         let rpc = RpcClient::new(client.clone()).with_timeout(Duration::from_secs(30));
-        let mut stack = Self { nats, dir, _media: media, processors: Vec::new(), client, rpc };
+        let mut stack = Self { nats, dir, _media: media, processors: Vec::new(), client, rpc, storage };
         for _ in 0..processors {
             stack.add_processor(extra);
         }
@@ -108,7 +118,8 @@ impl Stack {
     }
 
     fn add_processor(&mut self, extra: &[(&str, &str)]) {
-        let env = env(&self.nats, self.dir.path(), "processor", extra);
+        let mut env = env(&self.nats, self.dir.path(), "processor", extra);
+        env.extend(self.storage.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         self.processors.push(Proc::spawn(Path::new(env!("CARGO_BIN_EXE_media-processor")), &env));
     }
 
@@ -177,12 +188,52 @@ fn sibling_bin(name: &str) -> PathBuf {
     path
 }
 
-/// An hour-long access token for `user` (role `user`), signed with the development key of
-/// services/media-service/defaults.toml.
+/// An hour-long access token for `user`: role `admin` for the user named `admin`, `user` for
+/// any other; signed with the development key of services/media-service/defaults.toml.
 fn token(user: &str) -> String {
     let key = mediabus_auth::SigningKeyConfig::hs256("dev", "dev-only-secret-change-me-0123456789abcdef");
     let signer = mediabus_auth::Signer::new(&key, "mediabus", "mediabus-api").unwrap();
-    signer.sign(user, &[mediabus_auth::Role::User], Duration::from_secs(3600)).unwrap().0
+    let role = if user == "admin" { mediabus_auth::Role::Admin } else { mediabus_auth::Role::User };
+    signer.sign(user, &[role], Duration::from_secs(3600)).unwrap().0
+}
+
+/// Whether process `pid` has ended: gone, or a zombie its new parent has not reaped yet.
+fn ended(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+    let state = stat.rfind(')').and_then(|close| stat[close + 1..].split_whitespace().next());
+    matches!(state, Some("Z" | "X"))
+}
+
+/// Polls until every process of `pids` has ended (the children of a killed processor die with it).
+async fn wait_ended(pids: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(alive) = pids.iter().find(|&&pid| !ended(pid)) {
+        assert!(Instant::now() < deadline, "ffmpeg {alive} outlived its killed processor");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Inode and modification time of `path`: both change when a variant is written again (the file
+/// store writes a temp file and renames it over the old one).
+fn file_stamp(path: &Path) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.ino(), meta.modified().unwrap())
+}
+
+/// The shared consumer's info, as an operator reads it (`nats consumer info`).
+async fn consumer_info(client: &async_nats::Client) -> async_nats::jetstream::consumer::Info {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("MEDIA_JOBS").await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("media-processor").await.unwrap();
+    consumer.info().await.unwrap().clone()
+}
+
+/// The jobs left in the work queue `MEDIA_JOBS`.
+async fn jobs_left(client: &async_nats::Client) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_stream("MEDIA_JOBS").await.unwrap().info().await.unwrap().state.messages
 }
 
 /// Counts `media.processed` per media id, as published.
@@ -429,11 +480,17 @@ async fn bad_media_fail_cleanly_and_reprocess_is_for_the_owner() {
     let failed_again = stack.settled("alice", bomb_id).await;
     assert_eq!(failed_again["failureReason"].as_str(), Some(reason));
     assert_eq!(processed.of(bomb_id, 2, Duration::from_secs(10)).await.len(), 2);
+    // An admin may reprocess another user's private media.
+    let by_admin = stack.call("media.reprocess", Some("admin"), json!({"id": bomb_id})).await.unwrap();
+    assert_eq!(by_admin["status"], "PROCESSING", "{by_admin}");
+    assert_eq!(stack.settled("alice", bomb_id).await["failureReason"].as_str(), Some(reason));
+    assert_eq!(processed.of(bomb_id, 3, Duration::from_secs(10)).await.len(), 3);
 }
 
-/// SIGKILL a processor in the middle of a transcode: the job is redelivered to the other one
-/// (after the short ack wait configured here) and completed there; the document ends `READY`
-/// once, with one set of variants.
+/// SIGKILL a processor in the middle of a transcode: its ffmpeg dies with it (parent-death
+/// signal), the job is redelivered to the other one (after the short ack wait configured here)
+/// and completed there without redoing the poster variants the first one saved; the document ends
+/// `READY` once, with one set of variants.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_processor_hands_its_video_to_the_other() {
     let quick = [("MEDIABUS__JOBS__ACK_WAIT_SECS", "4"), ("MEDIABUS__JOBS__BACKOFF_BASE_MS", "200")];
@@ -458,14 +515,24 @@ async fn a_killed_processor_hands_its_video_to_the_other() {
         assert!(Instant::now() < deadline, "no processor started transcoding");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let poster: Vec<(PathBuf, _)> = ["thumb.webp", "preview.jpg"]
+        .iter()
+        .map(|file| {
+            let path = stack.dir.path().join("files/variants").join(&id).join(file);
+            let stamp = file_stamp(&path);
+            (path, stamp)
+        })
+        .collect();
     stack.processors[victim].kill();
-    for pid in orphans {
-        // The killed worker's ffmpeg would run on as an orphan: stop it too.
-        let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
-    }
+    wait_ended(&orphans).await;
 
     let done = stack.settled("alice", &id).await;
     assert_eq!(done["status"], "READY", "{done}");
+    for (path, stamp) in &poster {
+        assert_eq!(&file_stamp(path), stamp, "{} was written again by the redelivered job", path.display());
+    }
+    // Each delivery takes a consumer sequence: two or more means the job was redelivered.
+    assert!(consumer_info(&stack.client).await.delivered.consumer_sequence >= 2, "the job was redelivered");
     assert_eq!(variant_names(&done), ["hls", "preview", "thumb"]);
     let hls = done["variants"].as_array().unwrap().iter().find(|v| v["name"] == "hls").unwrap();
     assert_eq!(hls["url"], format!("/api/media/{id}/hls/master.m3u8"));
@@ -506,10 +573,14 @@ async fn a_job_that_keeps_failing_ends_in_the_dead_letters() {
 }
 
 /// SIGTERM in the middle of a transcode with no grace period: the processor hands the job back
-/// and exits 0 at once; another processor started afterwards completes it.
+/// (a nak: with an ack wait of 300 s, only a nak lets another worker have it within the test's
+/// deadline) and exits 0 at once; another processor started afterwards completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_job_back_and_exits_zero() {
-    let mut stack = Stack::start(1, &[("MEDIABUS__JOBS__SHUTDOWN_GRACE_SECS", "0")]).await;
+    // Every processor sets the shared consumer's config when it starts: both get the long wait.
+    let slow = [("MEDIABUS__JOBS__SHUTDOWN_GRACE_SECS", "0"), ("MEDIABUS__JOBS__ACK_WAIT_SECS", "300")];
+    let mut stack = Stack::start(1, &slow).await;
+    assert_eq!(consumer_info(&stack.client).await.config.ack_wait, Duration::from_secs(300));
     let dir = tempfile::tempdir().unwrap();
     let video = mp4(dir.path(), "clip.mp4", 1280, 720, 12);
     let id = stack.upload("alice", "clip.mp4", &video).await["id"].as_str().unwrap().to_owned();
@@ -524,12 +595,182 @@ async fn sigterm_hands_the_job_back_and_exits_zero() {
     assert!(term.success());
     let stopped = Instant::now();
     let status = first.child.wait().unwrap();
-    assert!(status.success(), "exit status {status}");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
     assert!(stopped.elapsed() < Duration::from_secs(10), "took {:?} to stop", stopped.elapsed());
     assert_eq!(stack.find("alice", &id).await["status"], "PROCESSING");
 
-    stack.add_processor(&[]);
+    stack.add_processor(&slow);
     let done = stack.settled("alice", &id).await;
     assert_eq!(done["status"], "READY", "{done}");
     assert_eq!(variant_names(&done), ["hls", "preview", "thumb"]);
+}
+
+/// A processor SIGKILLed on the job's last delivery (`max_deliver` 1 here) never reports back:
+/// JetStream's max-deliveries advisory makes the other processor give the job up. The media ends
+/// `FAILED` with a readable reason, the dead letter is in `MEDIA_JOBS_DLQ`, `media.processed`
+/// (FAILED) is emitted once, the job leaves the work queue, and the killed processor's ffmpeg
+/// died with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_killed_on_the_last_delivery_dead_letters_the_job() {
+    let last = [("MEDIABUS__JOBS__MAX_DELIVER", "1"), ("MEDIABUS__JOBS__ACK_WAIT_SECS", "3")];
+    let mut stack = Stack::start(2, &last).await;
+    assert_eq!(consumer_info(&stack.client).await.config.max_deliver, 1);
+    let mut processed = Processed::watch(&stack.client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let video = mp4(dir.path(), "clip.mp4", 1280, 720, 12);
+    let id = stack.upload("alice", "clip.mp4", &video).await["id"].as_str().unwrap().to_owned();
+
+    let deadline = Instant::now() + JOB_DEADLINE;
+    let (victim, children) = loop {
+        if let Some(i) = stack.processors.iter().position(|p| !p.ffmpeg_children().is_empty()) {
+            break (i, stack.processors[i].ffmpeg_children());
+        }
+        assert_ne!(stack.find("alice", &id).await["status"], "READY", "finished before a processor could be killed");
+        assert!(Instant::now() < deadline, "no processor started ffmpeg");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stack.processors[victim].kill();
+    wait_ended(&children).await;
+
+    let failed = stack.settled("alice", &id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let reason = failed["failureReason"].as_str().expect("a reason");
+    assert!(reason.contains("stopped") && reason.contains("media.reprocess"), "readable: {reason}");
+    // The last step of the give-up is the job's removal from the work queue.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs_left(&stack.client).await > 0 {
+        assert!(Instant::now() < deadline, "the job out of deliveries is still in MEDIA_JOBS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let mut dlq = js.get_stream("MEDIA_JOBS_DLQ").await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 1);
+    let dead = dlq.get_last_raw_message_by_subject("jobs.media.dead").await.unwrap();
+    let dead: Value = serde_json::from_slice(&dead.payload).unwrap();
+    assert_eq!((dead["job"]["mediaId"].as_str(), dead["deliveries"].as_u64()), (Some(id.as_str()), Some(1)));
+    assert!(dead["error"].as_str().unwrap().contains("never acked"), "{dead}");
+    let events = processed.of(&id, 1, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), 1, "FAILED once: {events:?}");
+    assert_eq!(events[0]["data"]["status"], "FAILED");
+}
+
+/// A job longer than the ack wait (3 s here, so a heartbeat every second) is kept by its worker
+/// through `AckKind::Progress`: JetStream never redelivers it, and it ends `READY` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_long_job_from_being_redelivered() {
+    let stack = Stack::start(2, &[("MEDIABUS__JOBS__ACK_WAIT_SECS", "3")]).await;
+    let mut processed = Processed::watch(&stack.client).await;
+    let dir = tempfile::tempdir().unwrap();
+    // About 10 s of work on one core: several ack waits.
+    let video = mp4(dir.path(), "clip.mp4", 1280, 720, 24);
+    let started = Instant::now();
+    let id = stack.upload("alice", "clip.mp4", &video).await["id"].as_str().unwrap().to_owned();
+    let done = stack.settled("alice", &id).await;
+    let took = started.elapsed();
+    assert_eq!(done["status"], "READY", "{done}");
+    // Without heartbeats a job this long would have been delivered again (to the idle worker).
+    assert!(took > Duration::from_secs(6), "the job took only {took:?}: too short to prove the heartbeats");
+    // One delivery in all (each takes a consumer sequence), acked.
+    let info = consumer_info(&stack.client).await;
+    assert_eq!((info.delivered.consumer_sequence, info.num_ack_pending), (1, 0), "{info:?}");
+    assert_eq!(processed.of(&id, 1, Duration::from_secs(5)).await.len(), 1, "READY once");
+}
+
+/// The processor on the S3 file store (SeaweedFS), shared with the media service: an uploaded
+/// image ends `READY`, and its `thumb` and `preview` are objects in the bucket (of the sizes the
+/// document records), with nothing written to the local disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_go_to_the_s3_store() {
+    let s3 = SeaweedS3::start();
+    let config = StorageConfig::S3 {
+        endpoint: Some(s3.endpoint()),
+        region: "us-east-1".into(),
+        bucket: "mediabus-processor-test".into(),
+        access_key: "test".into(),
+        secret_key: "test".into(),
+    };
+    let storage = vec![
+        ("MEDIABUS__STORAGE__BACKEND", "s3".to_owned()),
+        ("MEDIABUS__STORAGE__ENDPOINT", s3.endpoint()),
+        ("MEDIABUS__STORAGE__REGION", "us-east-1".to_owned()),
+        ("MEDIABUS__STORAGE__BUCKET", "mediabus-processor-test".to_owned()),
+        ("MEDIABUS__STORAGE__ACCESS_KEY", "test".to_owned()),
+        ("MEDIABUS__STORAGE__SECRET_KEY", "test".to_owned()),
+    ];
+    let stack = Stack::start_on(storage, 1, &[]).await;
+    let id = stack.upload("alice", "frame.png", &std::fs::read(&media_files().png).unwrap()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = stack.settled("alice", &id).await;
+    assert_eq!(done["status"], "READY", "{done}");
+    assert_eq!(variant_names(&done), ["preview", "thumb"]);
+
+    let blobs = config.open().await.unwrap();
+    for (variant, file) in [("thumb", "thumb.webp"), ("preview", "preview.jpg")] {
+        let recorded = done["variants"].as_array().unwrap().iter().find(|v| v["name"] == variant).unwrap();
+        let object = blobs.head(&format!("variants/{id}/{file}")).await.expect("the variant is in the bucket");
+        assert_eq!(Some(object.size), recorded["size"].as_u64(), "{variant}");
+    }
+    assert!(stack.stored("").is_empty(), "nothing on the local disk: {:?}", stack.stored(""));
+}
+
+/// The max-deliveries advisory handler gives up only jobs still pending, and each once: with
+/// the consumer paused (jobs stay in the queue), an advisory for a job whose media was removed
+/// meanwhile only deletes the job (no dead letter, no event); one for a pending job fails its
+/// media once, and the same advisory again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisories_give_up_only_pending_jobs_and_only_once() {
+    let stack = Stack::start(1, &[]).await;
+    let mut processed = Processed::watch(&stack.client).await;
+    let pause = json!({"pause_until": "2999-01-01T00:00:00Z"});
+    let paused = stack
+        .client
+        .request("$JS.API.CONSUMER.PAUSE.MEDIA_JOBS.media-processor", serde_json::to_vec(&pause).unwrap().into())
+        .await
+        .unwrap();
+    let paused: Value = serde_json::from_slice(&paused.payload).unwrap();
+    assert_eq!(paused["paused"], true, "{paused}");
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let png = std::fs::read(&media_files().png).unwrap();
+    let mut queued = Vec::new();
+    for name in ["removed.png", "pending.png"] {
+        let id = stack.upload("alice", name, &png).await["id"].as_str().unwrap().to_owned();
+        let seq = js.get_stream("MEDIA_JOBS").await.unwrap().info().await.unwrap().state.last_sequence;
+        queued.push((id, seq));
+    }
+    let [(removed, removed_seq), (pending, pending_seq)] = <[_; 2]>::try_from(queued).unwrap();
+    stack.call("media.remove", Some("alice"), json!({"id": removed})).await.unwrap();
+    let advise = |seq: u64| {
+        let advisory = json!({"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "MEDIA_JOBS",
+            "consumer": "media-processor", "stream_seq": seq, "deliveries": 5});
+        let client = stack.client.clone();
+        async move {
+            let subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MEDIA_JOBS.media-processor";
+            client.publish(subject, serde_json::to_vec(&advisory).unwrap().into()).await.unwrap();
+            client.flush().await.unwrap();
+        }
+    };
+
+    advise(pending_seq).await;
+    let failed = stack.settled("alice", &pending).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert!(failed["failureReason"].as_str().unwrap().contains("stopped"), "{failed}");
+    // The same advisory again, then the removed media's: one processor handles them in order, so
+    // once the second job is gone from the queue both were handled.
+    advise(pending_seq).await;
+    advise(removed_seq).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs_left(&stack.client).await > 0 {
+        assert!(Instant::now() < deadline, "the removed media's job is still queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut dlq = js.get_stream("MEDIA_JOBS_DLQ").await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 1, "one dead letter: the pending job's");
+    let dead = dlq.get_last_raw_message_by_subject("jobs.media.dead").await.unwrap();
+    let dead: Value = serde_json::from_slice(&dead.payload).unwrap();
+    assert_eq!((dead["job"]["mediaId"].as_str(), dead["deliveries"].as_u64()), (Some(pending.as_str()), Some(5)));
+    assert_eq!(processed.of(&pending, 1, Duration::from_secs(5)).await.len(), 1, "FAILED once");
+    assert!(processed.of(&removed, 0, Duration::ZERO).await.is_empty(), "nothing for the removed media");
 }

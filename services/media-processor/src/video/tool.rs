@@ -4,10 +4,23 @@
 //! Every child gets stdin from /dev/null, is killed when its future is dropped (a job timeout or a
 //! shutdown must not leave an encoder running), and has its stderr read concurrently with only the
 //! tail kept, so a chatty decoder can neither fill the pipe (deadlock) nor the memory.
+//!
+//! Every child also dies with the processor: `kill_on_drop` needs the processor alive, so a
+//! processor that is SIGKILLed or OOM-killed would leave its ffmpeg transcoding on as an orphan,
+//! writing to a temp dir nobody reads while another worker redoes the job. The kernel's
+//! parent-death signal (`PR_SET_PDEATHSIG` = SIGKILL) covers that. It has to be set in the child
+//! between fork and exec, which from Rust means `CommandExt::pre_exec`, an `unsafe` API the
+//! workspace forbids (`unsafe_code = "forbid"`, STYLE.md); util-linux's `setpriv --pdeathsig KILL`
+//! (Debian's essential `util-linux`, so in every image) sets it and then execs the tool, which
+//! keeps its pid and name. Where `setpriv` is missing the tools run without it (one warning).
+//! The signal fires when the *thread* that spawned the child exits: children are spawned from
+//! async code on the runtime's worker threads, which live as long as the process (never from
+//! `spawn_blocking`, whose idle threads exit and would kill a running tool).
 
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,6 +33,12 @@ use crate::error::{ProcessError, Result};
 const STDERR_TAIL: usize = 8 * 1024;
 /// Largest stdout collected in memory (ffprobe's JSON, pdfinfo's text).
 const STDOUT_MAX: usize = 4 * 1024 * 1024;
+/// The wrapper that sets the child's parent-death signal, then execs the tool (see the module doc).
+const SETPRIV: &str = "setpriv";
+/// Set once `setpriv` was found missing: the tools then run unwrapped.
+static NO_SETPRIV: AtomicBool = AtomicBool::new(false);
+/// What `setpriv` prints before exiting 126/127 when it cannot exec the tool.
+const SETPRIV_EXEC_FAILED: &str = "setpriv: failed to execute";
 
 /// How a finished child ended.
 #[derive(Debug)]
@@ -66,18 +85,30 @@ pub(crate) async fn run_in(
     what: &str,
     mut stdout_mode: Stdout<'_>,
 ) -> Result<Finished> {
-    let mut command = Command::new(program);
-    if let Some(cwd) = cwd {
-        command.current_dir(cwd);
+    let command = |wrapped: bool| {
+        let mut command = if wrapped {
+            let mut command = Command::new(SETPRIV);
+            command.args(["--pdeathsig", "KILL", "--", program]);
+            command
+        } else {
+            Command::new(program)
+        };
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        command
+    };
+    let mut wrapped = !NO_SETPRIV.load(Ordering::Relaxed);
+    let mut spawned = command(wrapped).spawn();
+    if wrapped && spawned.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        if !NO_SETPRIV.swap(true, Ordering::Relaxed) {
+            tracing::warn!("setpriv (util-linux) not found: tools will outlive a processor that is killed");
+        }
+        wrapped = false;
+        spawned = command(false).spawn();
     }
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| ProcessError::transient(format!("cannot start {program}: {e}")))?;
+    let mut child = spawned.map_err(|e| ProcessError::transient(format!("cannot start {program}: {e}")))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
 
@@ -97,6 +128,10 @@ pub(crate) async fn run_in(
         None => work.await,
     };
     let status = status.map_err(|e| ProcessError::transient(format!("waiting for {program}: {e}")))?;
+    if wrapped && matches!(status.code(), Some(126 | 127)) && stderr.contains(SETPRIV_EXEC_FAILED) {
+        // The tool itself is missing or not executable: the host's fault, as a failed spawn is.
+        return Err(ProcessError::transient(format!("cannot start {program}: {}", stderr.trim())));
+    }
     let stdout = match out {
         Ok(bytes) => bytes,
         Err(OutError::TooLarge) => {
@@ -430,6 +465,42 @@ mod tests {
         while alive() {
             assert!(std::time::Instant::now() < deadline, "sleep {marker} outlived its dropped future");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A child outlives its future here (it is leaked, as a SIGKILLed processor leaks it), and
+    /// still dies as soon as the thread that spawned it exits: the parent-death signal.
+    #[test]
+    fn a_child_dies_with_the_thread_that_spawned_it() {
+        let marker = format!("32.{}", std::process::id());
+        let alive = || {
+            std::process::Command::new("pgrep")
+                .args(["-f", &format!("^sleep {marker}$")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    let args = [OsString::from(&marker)];
+                    let mut run = Box::pin(run("sleep", &args, None, "sleeping", Stdout::Collect));
+                    while !alive() {
+                        assert!(std::time::Instant::now() < deadline, "sleep {marker} never started");
+                        tokio::select! {
+                            _ = &mut run => panic!("sleep ended early"),
+                            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                        }
+                    }
+                    // Neither dropped nor killed: only the kernel can end it now.
+                    std::mem::forget(run);
+                });
+            });
+        });
+        while alive() {
+            assert!(std::time::Instant::now() < deadline, "sleep {marker} outlived the thread that spawned it");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
