@@ -5,7 +5,8 @@
 //!    http-bridge, with two media-service workers behind it, vs a WebDAV `PUT` of the same file to
 //!    nginx. Target: at least 0.5 of nginx.
 //!    Also the same file as a tus 1.0 upload (`POST /api/uploads`, then one `PATCH` with the whole
-//!    file, as tus-js-client sends by default), against the multipart path: target at least 0.9.
+//!    file, as tus-js-client sends by default), against the multipart path: target at least 0.9;
+//!    and as the web app and the CLI send it, in [`TUS_CHUNK`] PATCHes one after another.
 //! 2. Download of it: `GET /api/media/{id}/content` (owner's bearer token) vs nginx serving its
 //!    copy (`sendfile`); both copies were written by the last upload round and are read once,
 //!    untimed, before the rounds, so both are served from the page cache. Target: at least 0.7
@@ -86,10 +87,11 @@ async fn main() {
          rounds (load average {})",
         load_average()
     );
-    let (mut put, mut post, mut tus) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut put, mut post, mut tus, mut tus_chunked) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut media_id = String::new();
-    // CPU seconds by process over all rounds: put, post, get from nginx, get from the bridge, tus.
-    let mut cpu: [BTreeMap<String, f64>; 5] = Default::default();
+    // CPU seconds by process over all rounds: put, post, get from nginx, get from the bridge, tus,
+    // tus in chunks.
+    let mut cpu: [BTreeMap<String, f64>; 6] = Default::default();
     for round in 0..ROUNDS {
         // A new name each round, as every upload is a new media: replacing a file would add the
         // freeing of the old one's 512 MiB to nginx's time.
@@ -110,6 +112,11 @@ async fn main() {
         add_cpu(&mut cpu[4], &before);
         assert_eq!(tus_media["checksum"].as_str(), Some(checksum.as_str()), "tus checksum: {tus_media}");
         tus.push(timing);
+        let before = cpu_by_process();
+        let (secs, chunked_media) = upload_tus_chunked(bridge_port, &token, &source, size).await;
+        add_cpu(&mut cpu[5], &before);
+        assert_eq!(chunked_media["checksum"].as_str(), Some(checksum.as_str()), "tus checksum: {chunked_media}");
+        tus_chunked.push(secs);
     }
     let rss_peak: Vec<u64> = pids.iter().map(|&pid| peak_rss_kib(pid).unwrap_or(0)).collect();
     let content = format!("api/media/{media_id}/content");
@@ -152,6 +159,8 @@ async fn main() {
     );
     report_transfer(mib, ("nginx PUT (WebDAV)", &secs(&put)), ("bridge tus POST+PATCH /api/uploads", &secs(&tus)), 0.5);
     println!("response after the last byte sent, median: bridge tus {:.2} s (upload.complete)", tail(&tus));
+    let chunked = format!("bridge tus, {} MiB PATCHes", TUS_CHUNK >> 20);
+    report_transfer(mib, ("bridge POST /api/media/upload", &secs(&post)), (chunked.as_str(), &tus_chunked), 0.9);
     println!("\ndownload");
     report_transfer(
         mib,
@@ -160,7 +169,14 @@ async fn main() {
         0.7,
     );
     println!("\nCPU seconds per transfer by process (user + system, mean of {ROUNDS} rounds):");
-    let names = ["nginx PUT", "bridge POST /api/media/upload", "nginx GET", "bridge GET content", "bridge tus upload"];
+    let names = [
+        "nginx PUT",
+        "bridge POST /api/media/upload",
+        "nginx GET",
+        "bridge GET content",
+        "bridge tus upload",
+        "bridge tus upload in chunks",
+    ];
     for (name, by_process) in names.iter().zip(&cpu) {
         let parts: Vec<String> = by_process
             .iter()
@@ -251,6 +267,47 @@ async fn upload_tus(port: u16, token: &str, source: &Path, size: u64) -> (Timing
     let media =
         mediabus_e2e::http::call(port, "GET", &format!("/api/media/{media_id}"), &headers[1..2], Bytes::new()).await;
     (timing, media.json())
+}
+
+/// PATCH size of the web app (`services/http-bridge/web/app/uploads.js`) and the CLI: 10 MiB.
+const TUS_CHUNK: usize = 10 << 20;
+
+/// The tus upload the web app and the CLI make: `POST /api/uploads`, then [`TUS_CHUNK`] PATCHes
+/// one after another, each read from the file just before it is sent (one chunk in memory).
+/// Returns the seconds from the POST to the last PATCH's response, and the Media.
+async fn upload_tus_chunked(port: u16, token: &str, source: &Path, size: u64) -> (f64, Value) {
+    let bearer = format!("Bearer {token}");
+    let tus = ("tus-resumable", "1.0.0");
+    let start = Instant::now();
+    let length = size.to_string();
+    let headers = [tus, ("authorization", bearer.as_str()), ("upload-length", length.as_str())];
+    let created = mediabus_e2e::http::call(port, "POST", "/api/uploads", &headers, Bytes::new()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "tus create: {:?}", created.body);
+    let location = created.header("location").to_owned();
+    let mut file = std::fs::File::open(source).expect("open source file");
+    let (mut offset, mut media_id) = (0u64, None);
+    while offset < size {
+        let mut chunk = Vec::with_capacity(TUS_CHUNK);
+        (&mut file).take(TUS_CHUNK as u64).read_to_end(&mut chunk).expect("read source file");
+        let at = offset.to_string();
+        let patch = [
+            tus,
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/offset+octet-stream"),
+            ("upload-offset", at.as_str()),
+        ];
+        let sent = chunk.len() as u64;
+        let reply = mediabus_e2e::http::call(port, "PATCH", &location, &patch, chunk).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "tus PATCH at {offset}: {:?}", reply.body);
+        offset += sent;
+        assert_eq!(reply.header("upload-offset"), offset.to_string());
+        media_id = reply.headers.get("media-id").map(|v| v.to_str().unwrap().to_owned());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let media_id = media_id.expect("the completing PATCH names the media");
+    let media =
+        mediabus_e2e::http::call(port, "GET", &format!("/api/media/{media_id}"), &headers[1..2], Bytes::new()).await;
+    (secs, media.json())
 }
 
 /// `GET /<path>` (with a bearer `token` if given), consuming the body as it arrives; checks it is
