@@ -21,7 +21,7 @@ raise() {
   fi
 }
 
-for stream in ${STREAMS:-MEDIA_EVENTS MEDIA_JOBS MEDIA_JOBS_DLQ}; do
+for stream in ${STREAMS:-MEDIA_EVENTS MEDIA_JOBS MEDIA_JOBS_DLQ MEDIA_JOBS_EXHAUSTED}; do
   until nats stream info "$stream" --json >/dev/null 2>&1; do
     [ "$(date +%s)" -lt "$deadline" ] || { echo "nats-streams: stream $stream does not exist" >&2; exit 1; }
     sleep 2

@@ -25,6 +25,12 @@ pub const CONSUMER: &str = "media-processor";
 pub const DLQ_STREAM: &str = "MEDIA_JOBS_DLQ";
 /// Subject of a dead letter ([`DeadJob`]), the only subject of [`DLQ_STREAM`].
 pub const DLQ_SUBJECT: &str = "jobs.media.dead";
+/// Stream keeping JetStream's max-deliveries advisories of [`CONSUMER`] (jobs whose last delivery
+/// was never acked) until a processor has handled them, so none is lost while no processor runs.
+pub const EXHAUSTED_STREAM: &str = "MEDIA_JOBS_EXHAUSTED";
+/// Subject of those advisories, the only subject of [`EXHAUSTED_STREAM`]: JetStream's
+/// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>` for [`STREAM`] and [`CONSUMER`].
+pub const EXHAUSTED_SUBJECT: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MEDIA_JOBS.media-processor";
 
 /// Body of a job on [`SUBJECT`] (JSON).
 ///
@@ -79,5 +85,6 @@ mod tests {
         assert_eq!(serde_json::to_value(&job).unwrap(), serde_json::json!({"mediaId": "m1", "checksum": "sha256:ab"}));
         assert_eq!(job.msg_id(), "process:m1:sha256:ab");
         assert_ne!(job.reprocess_msg_id("n1"), job.reprocess_msg_id("n2"));
+        assert_eq!(EXHAUSTED_SUBJECT, format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{STREAM}.{CONSUMER}"));
     }
 }

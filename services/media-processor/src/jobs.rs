@@ -12,13 +12,17 @@
 //!   `nats stream view MEDIA_JOBS_DLQ`), its media ends `FAILED`, and the job is acked.
 //! - A job whose last delivery is never acked (its processor was SIGKILLed, ran out of memory,
 //!   or hung) is not seen by any handler: JetStream then publishes the advisory
-//!   [`max_deliveries_subject`]. Every processor listens on one queue group, so exactly one takes
-//!   it ([`watch_exhausted`]): it reads the job from the stream by sequence, writes the same dead
-//!   letter, marks the media `FAILED` ([`GiveUp::Abandoned`]), and deletes the job from the
-//!   stream (a work queue keeps a message that ran out of deliveries until `max_age`). Nothing is
-//!   done twice: a media no longer `PROCESSING` with the job's checksum gets no dead letter and
-//!   no event. A core NATS advisory is lost when no processor is connected at that moment; the
-//!   job then stays in the stream and its media `PROCESSING` until `media.reprocess`.
+//!   [`jobs::EXHAUSTED_SUBJECT`]. The stream [`jobs::EXHAUSTED_STREAM`] (limits retention, kept
+//!   [`jobs::MAX_AGE`], like the job itself) stores it even when no processor is connected (the
+//!   only one may be the one that died), and a durable pull consumer shared by the processors
+//!   hands each advisory to one of them ([`watch_exhausted`]): it reads the job from
+//!   `MEDIA_JOBS` by sequence, writes the same dead letter, marks the media `FAILED`
+//!   ([`GiveUp::Abandoned`]), deletes the job from the work queue (which keeps a message that ran
+//!   out of deliveries until `max_age`), and only then acks the advisory. A step that fails
+//!   transiently naks the advisory with the jobs' backoff, and the handling starts over. Nothing
+//!   is done twice: a media no longer `PROCESSING` with the job's checksum gets no dead letter and
+//!   no event (only the job's deletion), and the dead letter carries a `Nats-Msg-Id` so a retry
+//!   within the dead-letter stream's duplicate window (2 min) writes no second one.
 //! - `max_ack_pending` bounds the jobs in flight across all workers; each worker runs at most
 //!   `jobs.concurrency` at once and pulls only when it has room.
 //! - Shutdown ([`Runtime::shutdown`]): stop pulling, let the jobs in hand finish for
@@ -93,14 +97,37 @@ pub fn consumer_config(settings: &JobSettings) -> consumer::pull::Config {
     }
 }
 
-/// Subject of the JetStream advisory published when a job of the shared consumer runs out of
-/// deliveries without being acked: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MEDIA_JOBS.media-processor`.
-pub fn max_deliveries_subject() -> String {
-    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", jobs::STREAM, jobs::CONSUMER)
+/// The stream of max-deliveries advisories ([`jobs::EXHAUSTED_STREAM`]): limits retention, one
+/// subject, kept [`jobs::MAX_AGE`] (past that the job it names has left `MEDIA_JOBS` too). Handled
+/// advisories stay until then (acked, so not delivered again): `nats stream view` shows the
+/// history.
+pub fn exhausted_config() -> stream::Config {
+    stream::Config {
+        name: jobs::EXHAUSTED_STREAM.into(),
+        subjects: vec![jobs::EXHAUSTED_SUBJECT.into()],
+        max_age: jobs::MAX_AGE,
+        ..Default::default()
+    }
 }
 
-/// Queue group of the advisory subscription: one processor handles each advisory.
-const ADVISORY_QUEUE: &str = "media-processor";
+/// The durable consumer of [`jobs::EXHAUSTED_STREAM`] the processors share (named
+/// [`jobs::CONSUMER`] too): explicit ack, every advisory from the start of the stream, no
+/// delivery limit (a handling that fails is retried after a nak delay until it succeeds or the
+/// advisory ages out), [`EXHAUSTED_ACK_WAIT`].
+pub fn exhausted_consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(jobs::CONSUMER.into()),
+        description: Some("media-processor workers: jobs out of deliveries (mediabus)".into()),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_wait: EXHAUSTED_ACK_WAIT,
+        ..Default::default()
+    }
+}
+
+/// Ack wait of [`exhausted_consumer_config`]: a handling takes a few round trips; a processor that
+/// dies in the middle of one leaves the advisory to another after this long.
+pub const EXHAUSTED_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// The fields of the max-deliveries advisory (`io.nats.jetstream.advisory.v1.max_deliver`) used here.
 #[derive(Debug, Deserialize)]
@@ -138,10 +165,11 @@ pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runti
     mediabus_rpc::streams::ensure_stream(&js, dead_letter_config(settings.jobs.dead_letter_days), replicas)
         .await
         .map_err(|e| jet(&e))?;
+    // Created before the first pull, so no job this worker takes can run out unrecorded.
+    let exhausted =
+        mediabus_rpc::streams::ensure_stream(&js, exhausted_config(), replicas).await.map_err(|e| jet(&e))?;
+    let advisories: PullConsumer = exhausted.create_consumer(exhausted_consumer_config()).await.map_err(|e| jet(&e))?;
     let consumer: PullConsumer = stream.create_consumer(consumer_config(&settings.jobs)).await.map_err(|e| jet(&e))?;
-    // Subscribed before the first pull, so no job this worker takes can run out unseen.
-    let advisories =
-        nats.queue_subscribe(max_deliveries_subject(), ADVISORY_QUEUE.into()).await.map_err(|e| jet(&e))?;
     tokio::spawn(report_pending(consumer.clone()));
     let settings = Arc::new(settings);
     let worker = Worker::new(store, processing, blobs, nats.clone(), settings.clone());
@@ -149,6 +177,7 @@ pub async fn start(settings: Settings, nats: async_nats::Client) -> Result<Runti
     let watcher = tokio::spawn(watch_exhausted(
         advisories,
         Exhausted { stream, js: js.clone(), worker: worker.clone() },
+        settings.clone(),
         stop.clone(),
     ));
     let puller = tokio::spawn(pull_loop(Pull {
@@ -178,7 +207,7 @@ impl Runtime {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.puller.await;
-        // Advisories from now on go to the processors still running (the subscription ends here).
+        // The advisory in hand is handled (and acked) first; the next ones wait in their stream.
         let _ = self.watcher.await;
         self.tasks.close();
         if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
@@ -355,7 +384,7 @@ impl Job {
                     error: e.to_string(),
                     failed_at: Timestamp::now(),
                 };
-                dead_letter(&self.js, &dead).await;
+                dead_letter(&self.js, &dead, None).await;
                 match self.worker.give_up(&job, GiveUp::Failing, traceparent.as_deref()).await {
                     Ok(_) => ack(&message, &job).await,
                     Err(e) => {
@@ -377,23 +406,29 @@ impl Job {
     }
 }
 
-/// Writes `dead` to the dead-letter stream (with JetStream's ack; three tries). A dead letter
-/// that cannot be written is logged with its job, so the operator still finds it.
-async fn dead_letter(js: &jetstream::Context, dead: &DeadJob) {
+/// Writes `dead` to the dead-letter stream (with JetStream's ack; three tries), with `msg_id` as
+/// its `Nats-Msg-Id` when given (the stream drops a second letter with the same id within its
+/// duplicate window). A dead letter that cannot be written is logged with its job, so the
+/// operator still finds it. Returns whether it was written (or already was).
+async fn dead_letter(js: &jetstream::Context, dead: &DeadJob, msg_id: Option<&str>) -> bool {
     let id = &dead.job.media_id;
-    let Ok(body) = serde_json::to_vec(dead) else { return };
+    let Ok(body) = serde_json::to_vec(dead) else { return false };
     for attempt in 1..=3 {
-        let publish = PublishMessage::build().payload(body.clone().into());
+        let mut publish = PublishMessage::build().payload(body.clone().into());
+        if let Some(msg_id) = msg_id {
+            publish = publish.message_id(msg_id);
+        }
         let result = match js.send_publish(jobs::DLQ_SUBJECT, publish).await {
             Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match result {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => tracing::warn!(id = %id, attempt, error = %e, "dead letter not written"),
         }
     }
-    tracing::error!(id = %id, checksum = %dead.job.checksum, "dead letter lost");
+    tracing::error!(id = %id, checksum = %dead.job.checksum, "dead letter not written after 3 tries");
+    false
 }
 
 /// What handling a max-deliveries advisory needs.
@@ -404,91 +439,153 @@ struct Exhausted {
     worker: Worker,
 }
 
-/// Handles the max-deliveries advisories of this processor's queue group, one at a time, until
-/// `stop`. They are rare (one per crashed last delivery) and each takes a few round trips.
-async fn watch_exhausted(mut advisories: async_nats::Subscriber, exhausted: Exhausted, stop: CancellationToken) {
+/// A step of a give-up that failed and may succeed later: the advisory is nak'ed and handled again.
+#[derive(Debug)]
+struct Retry(String);
+
+/// Pulls the advisories of [`jobs::EXHAUSTED_STREAM`] one at a time and handles each, until
+/// `stop`: ack when handled (or unreadable: terminated), nak with the jobs' backoff when a step
+/// failed. They are rare (one per crashed last delivery) and each takes a few round trips, so one
+/// at a time is enough.
+async fn watch_exhausted(
+    consumer: PullConsumer,
+    exhausted: Exhausted,
+    settings: Arc<Settings>,
+    stop: CancellationToken,
+) {
+    let expires = Duration::from_millis(settings.jobs.pull_expires_ms.max(100));
     loop {
-        let message = tokio::select! {
-            message = advisories.next() => message,
+        let batch = tokio::select! {
+            batch = consumer.batch().max_messages(1).expires(expires).messages() => batch,
             () = stop.cancelled() => return,
         };
-        let Some(message) = message else { return };
-        match serde_json::from_slice::<MaxDeliveries>(&message.payload) {
-            Ok(advisory) => exhausted.handle(advisory).await,
-            Err(e) => tracing::warn!(error = %e, "unreadable max-deliveries advisory, ignored"),
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull max-deliveries advisories; retrying");
+                backoff_or_stop(&stop).await;
+                continue;
+            }
+        };
+        // As in `pull_loop`: the pull ends by itself within `expires`.
+        let message = match batch.next().await {
+            None => continue,
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "advisory pull ended");
+                continue;
+            }
+        };
+        if stop.is_cancelled() {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        let advisory = match serde_json::from_slice::<MaxDeliveries>(&message.payload) {
+            Ok(advisory) => advisory,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable max-deliveries advisory, dropped");
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
+        let seq = advisory.stream_seq;
+        match exhausted.handle(advisory).await {
+            Ok(()) => {
+                if let Err(e) = message.double_ack().await {
+                    // Delivered again later: every step is idempotent.
+                    tracing::warn!(seq, error = %e, "advisory ack not confirmed");
+                }
+            }
+            Err(Retry(e)) => {
+                let delay = settings.jobs.backoff(delivered);
+                tracing::warn!(seq, delivered, retry_in = ?delay, error = %e, "job out of deliveries not given up yet; will retry");
+                if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                    tracing::warn!(seq, error = %e, "advisory nak failed (redelivered after ack_wait)");
+                }
+            }
         }
     }
 }
 
 impl Exhausted {
     /// Gives up the job at `advisory.stream_seq`: dead letter, media `FAILED`
-    /// ([`GiveUp::Abandoned`]), job deleted from the stream. Never panics; failures are logged
-    /// (the advisory is not sent again, so each step is tried a few times).
-    async fn handle(&self, advisory: MaxDeliveries) {
+    /// ([`GiveUp::Abandoned`]), job deleted from the stream. A job already gone (an earlier
+    /// handling deleted it) is done. Never panics.
+    ///
+    /// Errors: [`Retry`] when a step failed (NATS, JetStream or the document store unavailable);
+    /// handling the same advisory again is safe.
+    async fn handle(&self, advisory: MaxDeliveries) -> Result<(), Retry> {
         let seq = advisory.stream_seq;
-        let Some(message) = self.read(seq).await else { return };
+        let Some(message) = self.read(seq).await? else { return Ok(()) };
         let traceparent = message.headers.get("traceparent").map(|v| v.as_str().to_owned());
         let trace = mediabus_telemetry::trace::TraceContext::from_headers(Some(&message.headers))
             .unwrap_or_else(mediabus_telemetry::trace::TraceContext::new_root);
         let span = tracing::info_span!("job", trace_id = %trace.trace_id_hex());
         trace.attach_to(&span);
-        self.give_up(seq, &message, advisory.deliveries, traceparent.as_deref()).instrument(span).await;
+        self.give_up(seq, &message, advisory.deliveries, traceparent.as_deref()).instrument(span).await
     }
 
-    /// The job at `seq`, or `None` when it is gone (deleted by an earlier handling, or acked) or
-    /// cannot be read.
-    async fn read(&self, seq: u64) -> Option<jetstream::message::StreamMessage> {
+    /// The job at `seq`, or `None` when it is gone (deleted by an earlier handling, or acked).
+    async fn read(&self, seq: u64) -> Result<Option<jetstream::message::StreamMessage>, Retry> {
         use jetstream::stream::RawMessageErrorKind;
-        for attempt in 1..=3u64 {
-            match self.stream.get_raw_message(seq).await {
-                Ok(message) => return Some(message),
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
-                    tracing::debug!(seq, "job out of deliveries is already gone");
-                    return None;
-                }
-                Err(e) => {
-                    tracing::warn!(seq, attempt, error = %e, "cannot read the job out of deliveries");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
+        match self.stream.get_raw_message(seq).await {
+            Ok(message) => Ok(Some(message)),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+                tracing::debug!(seq, "job out of deliveries is already gone");
+                Ok(None)
             }
+            Err(e) => Err(Retry(format!("cannot read job {seq}: {e}"))),
         }
-        tracing::error!(seq, "job out of deliveries not read: its media stays PROCESSING until reprocessed");
-        None
     }
 
     /// Dead letter and `FAILED` for a job still pending, then the job's deletion.
-    async fn give_up(&self, seq: u64, message: &jetstream::message::StreamMessage, deliveries: u64, tp: Option<&str>) {
+    async fn give_up(
+        &self,
+        seq: u64,
+        message: &jetstream::message::StreamMessage,
+        deliveries: u64,
+        tp: Option<&str>,
+    ) -> Result<(), Retry> {
         match serde_json::from_slice::<ProcessJob>(&message.payload) {
             Err(e) => tracing::error!(seq, error = %e, "malformed job out of deliveries, deleted"),
             Ok(job) => match self.worker.is_pending(&job).await {
                 Ok(false) => tracing::info!(id = %job.media_id, seq, "job out of deliveries was already finished"),
-                Err(e) => {
-                    // Kept in the stream: a later reprocess or an operator can still see it.
-                    tracing::error!(id = %job.media_id, seq, error = %e, "cannot read the media of a job out of deliveries");
-                    return;
-                }
+                Err(e) => return Err(Retry(format!("cannot read media {}: {e}", job.media_id))),
                 Ok(true) => {
                     tracing::error!(id = %job.media_id, seq, deliveries, "job abandoned on its last delivery");
-                    // Counted, not timed: how long the dead processor ran is not known here.
-                    metrics::counter!("mediabus_jobs_total", "kind" => "unknown", "outcome" => "dead_letter")
-                        .increment(1);
                     let error = format!(
                         "delivery {deliveries} of {deliveries} was never acked: the processor running it stopped \
                          (killed, out of memory, or handed it back on shutdown) or hung past ack_wait"
                     );
                     let dead = DeadJob { job: job.clone(), deliveries, error, failed_at: Timestamp::now() };
-                    dead_letter(&self.js, &dead).await;
-                    if let Err(e) = self.worker.give_up(&job, GiveUp::Abandoned, tp).await {
-                        tracing::error!(id = %job.media_id, error = %e, "could not mark the media FAILED");
+                    // One id per job of the work queue: a retried handling writes no second letter.
+                    let msg_id = format!("exhausted:{}:{seq}", jobs::STREAM);
+                    if !dead_letter(&self.js, &dead, Some(&msg_id)).await {
+                        return Err(Retry(format!("dead letter for media {} not written", job.media_id)));
                     }
+                    if let Err(e) = self.worker.give_up(&job, GiveUp::Abandoned, tp).await {
+                        return Err(Retry(format!("could not mark media {} FAILED: {e}", job.media_id)));
+                    }
+                    // Counted, not timed: how long the dead processor ran is not known here.
+                    metrics::counter!("mediabus_jobs_total", "kind" => "unknown", "outcome" => "dead_letter")
+                        .increment(1);
                 }
             },
         }
         // A work queue keeps a message that ran out of deliveries (no consumer will take it again).
-        if let Err(e) = self.stream.delete_message(seq).await {
-            tracing::warn!(seq, error = %e, "could not delete the job out of deliveries");
+        match self.stream.delete_message(seq).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_no_message(&e) => Ok(()),
+            Err(e) => Err(Retry(format!("could not delete job {seq}: {e}"))),
         }
     }
+}
+
+/// Whether deleting a message failed because it is already gone (deleted by an earlier handling).
+fn is_no_message(e: &jetstream::stream::DeleteMessageError) -> bool {
+    matches!(e.kind(), jetstream::stream::DeleteMessageErrorKind::JetStream(js)
+        if js.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND)
 }
 
 /// Acks `message` and waits for the server to confirm, so a finished job is not redelivered.

@@ -399,6 +399,35 @@ fn decompression_bombs_are_refused_from_their_header_without_allocating() {
     assert!(grown < 512 * 1024, "peak RSS grew by {grown} KiB");
 }
 
+/// Bytes this thread has read through `read` syscalls so far (`rchar` of /proc/thread-self/io):
+/// per thread, so the tests running at the same time do not count.
+fn thread_bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").unwrap();
+    let line = io.lines().find(|l| l.starts_with("rchar:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A real JPEG declaring 65000×65000 in its frame header, with a sparse tail making the file
+/// 150 MB (under the 200 MB a 50 MP JPEG may take, so its size alone does not refuse it): it is
+/// refused from the header after reading a few KiB, not 150 MB into memory.
+#[test]
+fn a_large_jpeg_declaring_too_many_pixels_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ffmpeg(dir.path(), &["-f", "lavfi", "-i", "testsrc2=s=64x48", "-frames:v", "1"], "huge.jpg");
+    let mut jpg = std::fs::read(&path).unwrap();
+    let sof = jpg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline JPEG");
+    jpg[sof + 5..sof + 9].copy_from_slice(&[0xFD, 0xE8, 0xFD, 0xE8]); // 65000, 65000
+    std::fs::write(&path, &jpg).unwrap();
+    let len = 150_000_000;
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len).unwrap();
+
+    let before = thread_bytes_read();
+    let reason = rejected(process_image(&path, &ImageLimits::default()));
+    let read = thread_bytes_read() - before;
+    assert_eq!(reason, "the image is 65000×65000 pixels; the limit is 50 megapixels");
+    assert!(read < 64 * 1024, "{read} of {len} bytes read");
+}
+
 #[test]
 fn a_custom_pixel_limit_is_enforced() {
     let dir = tempfile::tempdir().unwrap();

@@ -230,6 +230,34 @@ async fn consumer_info(client: &async_nats::Client) -> async_nats::jetstream::co
     consumer.info().await.unwrap().clone()
 }
 
+/// Subject of JetStream's max-deliveries advisories for the job consumer, captured by the stream
+/// `MEDIA_JOBS_EXHAUSTED`.
+const ADVISORY_SUBJECT: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MEDIA_JOBS.media-processor";
+
+/// The advisories stored in `MEDIA_JOBS_EXHAUSTED` (handled ones included: limits retention).
+async fn advisories_stored(client: &async_nats::Client) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_stream("MEDIA_JOBS_EXHAUSTED").await.unwrap().info().await.unwrap().state.messages
+}
+
+/// Polls the processors' consumer of `MEDIA_JOBS_EXHAUSTED` until every advisory was delivered
+/// and acked (the last step of a handling), and returns its info.
+async fn advisories_settled(client: &async_nats::Client) -> async_nats::jetstream::consumer::Info {
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js.get_stream("MEDIA_JOBS_EXHAUSTED").await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("media-processor").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = consumer.info().await.unwrap().clone();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "advisories not all acked: {info:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The jobs left in the work queue `MEDIA_JOBS`.
 async fn jobs_left(client: &async_nats::Client) -> u64 {
     let js = async_nats::jetstream::new(client.clone());
@@ -655,6 +683,64 @@ async fn a_processor_killed_on_the_last_delivery_dead_letters_the_job() {
     assert_eq!(events[0]["data"]["status"], "FAILED");
 }
 
+/// The only processor is SIGKILLed on the job's last delivery (`max_deliver` 1): JetStream's
+/// max-deliveries advisory is published while no processor is connected, and kept by
+/// `MEDIA_JOBS_EXHAUSTED`. A processor started only after that gives the job up: the media ends
+/// `FAILED` with a readable reason, one dead letter, one `media.processed`, the job gone from the
+/// work queue, the advisory acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advisory_published_while_no_processor_runs_is_handled_by_the_next_one() {
+    let last = [("MEDIABUS__JOBS__MAX_DELIVER", "1"), ("MEDIABUS__JOBS__ACK_WAIT_SECS", "3")];
+    let mut stack = Stack::start(1, &last).await;
+    let mut processed = Processed::watch(&stack.client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let video = mp4(dir.path(), "clip.mp4", 1280, 720, 12);
+    let id = stack.upload("alice", "clip.mp4", &video).await["id"].as_str().unwrap().to_owned();
+
+    let deadline = Instant::now() + JOB_DEADLINE;
+    while stack.processors[0].ffmpeg_children().is_empty() {
+        assert_ne!(stack.find("alice", &id).await["status"], "READY", "finished before the processor could be killed");
+        assert!(Instant::now() < deadline, "the processor never started ffmpeg");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let children = stack.processors[0].ffmpeg_children();
+    stack.processors.remove(0).kill();
+    wait_ended(&children).await;
+
+    // No processor runs now: wait for JetStream to give up the delivery (after the 3 s ack wait).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while advisories_stored(&stack.client).await == 0 {
+        assert!(Instant::now() < deadline, "no max-deliveries advisory in MEDIA_JOBS_EXHAUSTED");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stack.find("alice", &id).await["status"], "PROCESSING");
+    assert_eq!(jobs_left(&stack.client).await, 1, "the job out of deliveries waits in the work queue");
+
+    stack.add_processor(&last);
+    let failed = stack.settled("alice", &id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let reason = failed["failureReason"].as_str().expect("a reason");
+    assert!(reason.contains("stopped") && reason.contains("media.reprocess"), "readable: {reason}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs_left(&stack.client).await > 0 {
+        assert!(Instant::now() < deadline, "the job out of deliveries is still in MEDIA_JOBS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = advisories_settled(&stack.client).await;
+    assert_eq!(info.delivered.stream_sequence, 1, "{info:?}");
+
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let mut dlq = js.get_stream("MEDIA_JOBS_DLQ").await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 1, "one dead letter");
+    let dead = dlq.get_last_raw_message_by_subject("jobs.media.dead").await.unwrap();
+    let dead: Value = serde_json::from_slice(&dead.payload).unwrap();
+    assert_eq!((dead["job"]["mediaId"].as_str(), dead["deliveries"].as_u64()), (Some(id.as_str()), Some(1)));
+    assert!(dead["error"].as_str().unwrap().contains("never acked"), "{dead}");
+    let events = processed.of(&id, 1, Duration::from_secs(10)).await;
+    assert_eq!(events.len(), 1, "FAILED once: {events:?}");
+    assert_eq!(events[0]["data"]["status"], "FAILED");
+}
+
 /// A job longer than the ack wait (3 s here, so a heartbeat every second) is kept by its worker
 /// through `AckKind::Progress`: JetStream never redelivers it, and it ends `READY` once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -719,7 +805,7 @@ async fn variants_go_to_the_s3_store() {
 /// The max-deliveries advisory handler gives up only jobs still pending, and each once: with
 /// the consumer paused (jobs stay in the queue), an advisory for a job whose media was removed
 /// meanwhile only deletes the job (no dead letter, no event); one for a pending job fails its
-/// media once, and the same advisory again changes nothing.
+/// media once, and the same advisory again changes nothing. Every advisory ends acked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advisories_give_up_only_pending_jobs_and_only_once() {
     let stack = Stack::start(1, &[]).await;
@@ -742,14 +828,14 @@ async fn advisories_give_up_only_pending_jobs_and_only_once() {
     }
     let [(removed, removed_seq), (pending, pending_seq)] = <[_; 2]>::try_from(queued).unwrap();
     stack.call("media.remove", Some("alice"), json!({"id": removed})).await.unwrap();
+    // Published as JetStream would, and stored by MEDIA_JOBS_EXHAUSTED (its ack says so).
     let advise = |seq: u64| {
         let advisory = json!({"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "MEDIA_JOBS",
             "consumer": "media-processor", "stream_seq": seq, "deliveries": 5});
-        let client = stack.client.clone();
+        let js = js.clone();
         async move {
-            let subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MEDIA_JOBS.media-processor";
-            client.publish(subject, serde_json::to_vec(&advisory).unwrap().into()).await.unwrap();
-            client.flush().await.unwrap();
+            let ack = js.publish(ADVISORY_SUBJECT, serde_json::to_vec(&advisory).unwrap().into()).await.unwrap();
+            assert_eq!(ack.await.unwrap().stream, "MEDIA_JOBS_EXHAUSTED");
         }
     };
 
@@ -773,4 +859,6 @@ async fn advisories_give_up_only_pending_jobs_and_only_once() {
     assert_eq!((dead["job"]["mediaId"].as_str(), dead["deliveries"].as_u64()), (Some(pending.as_str()), Some(5)));
     assert_eq!(processed.of(&pending, 1, Duration::from_secs(5)).await.len(), 1, "FAILED once");
     assert!(processed.of(&removed, 0, Duration::ZERO).await.is_empty(), "nothing for the removed media");
+    let info = advisories_settled(&stack.client).await;
+    assert_eq!(info.delivered.stream_sequence, 3, "all three advisories taken: {info:?}");
 }

@@ -1,5 +1,6 @@
 //! Decoding under limits: the header is read first and its size checked against `max_pixels`
-//! before any pixel buffer exists. JPEG goes through libjpeg-turbo with DCT scaling (the decoder
+//! before any pixel buffer exists (for a JPEG, before the file is even read into memory: only
+//! its segment headers up to the frame header are). JPEG goes through libjpeg-turbo with DCT scaling (the decoder
 //! produces the image already shrunk by n/8, skipping most of the inverse DCT, upsampling and
 //! colour conversion work); the other formats through the `image` crate under `image::Limits`.
 
@@ -40,20 +41,99 @@ pub(crate) fn decode(path: &Path, limits: &ImageLimits, side: u32) -> Result<Dec
     let n = read_up_to(&mut file, &mut magic)?;
     if n == 3 && magic == [0xFF, 0xD8, 0xFF] {
         let len = file.metadata()?.len();
-        if len > max_file_bytes(limits) {
-            return Err(ProcessError::rejected(format!(
-                "the file is {} MB, more than an image within the limit of {} megapixels can need",
-                len / 1_000_000,
-                limits.max_pixels / 1_000_000
-            )));
-        }
-        let mut data = Vec::with_capacity(len as usize);
-        data.extend_from_slice(&magic);
-        file.read_to_end(&mut data)?;
+        let data = read_jpeg(&mut file, len, limits)?;
         return decode_jpeg(&data, limits, side);
     }
     file.seek(SeekFrom::Start(0))?;
     decode_other(BufReader::new(file), limits)
+}
+
+/// Reads the whole JPEG of `len` bytes from `reader` into memory once it is known to be within
+/// `limits`: first its length against [`max_file_bytes`], then the size its frame header (SOFn)
+/// declares against `max_pixels`, reading only the segment headers before it (the segments
+/// themselves are skipped with seeks, so a few KiB are read whatever the file's size). A file
+/// whose frame header is not found there is read whole and left to libjpeg-turbo to judge.
+///
+/// Errors: [`ProcessError::Rejected`] over the limits; [`ProcessError::Transient`] when the file
+/// cannot be read.
+fn read_jpeg<R: Read + Seek>(mut reader: R, len: u64, limits: &ImageLimits) -> Result<Vec<u8>> {
+    if len > max_file_bytes(limits) {
+        return Err(ProcessError::rejected(format!(
+            "the file is {} MB, more than an image within the limit of {} megapixels can need",
+            len / 1_000_000,
+            limits.max_pixels / 1_000_000
+        )));
+    }
+    reader.seek(SeekFrom::Start(2))?;
+    // Small buffer: segment headers are 4 bytes apart from a skip, and a skip past the buffer
+    // drops it.
+    if let Some((width, height)) = jpeg_frame_size(&mut BufReader::with_capacity(4096, &mut reader))? {
+        check_pixels(u64::from(width), u64::from(height), limits)?;
+    }
+    reader.seek(SeekFrom::Start(0))?;
+    let mut data = Vec::with_capacity(len as usize);
+    reader.take(len).read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// Segments looked at before giving up on finding the frame header (a real JPEG has a few dozen
+/// at most before it: APPn, DQT, DHT, COM).
+const MAX_HEADER_SEGMENTS: usize = 1024;
+
+/// The width and height a JPEG's frame header (SOF0..SOF15 but DHT, JPG and DAC) declares,
+/// reading `reader` from just after SOI marker by marker and seeking over each segment's body.
+/// `None` when there is none before the scan or the end (a corrupt or truncated file), or it
+/// declares a zero size (a height given later by a DNL marker): libjpeg-turbo then decides.
+///
+/// Errors: only I/O failures other than a short read.
+fn jpeg_frame_size<R: Read + Seek>(reader: &mut BufReader<R>) -> std::io::Result<Option<(u16, u16)>> {
+    fn byte<R: Read>(reader: &mut R) -> std::io::Result<u8> {
+        let mut b = [0u8; 1];
+        reader.read_exact(&mut b)?;
+        Ok(b[0])
+    }
+    fn u16_be<R: Read>(reader: &mut R) -> std::io::Result<u16> {
+        let mut b = [0u8; 2];
+        reader.read_exact(&mut b)?;
+        Ok(u16::from_be_bytes(b))
+    }
+    // `BufReader::seek_relative` keeps the buffer when the skip lands inside it.
+    let scan = |reader: &mut BufReader<R>| -> std::io::Result<Option<(u16, u16)>> {
+        for _ in 0..MAX_HEADER_SEGMENTS {
+            if byte(reader)? != 0xFF {
+                return Ok(None);
+            }
+            let mut marker = byte(reader)?;
+            // Fill bytes before a marker.
+            while marker == 0xFF {
+                marker = byte(reader)?;
+            }
+            match marker {
+                // Markers without a length.
+                0x01 | 0xD0..=0xD8 => continue,
+                // Start of scan or end of image: no frame header before them.
+                0xDA | 0xD9 => return Ok(None),
+                _ => {}
+            }
+            let len = u16_be(reader)?;
+            if len < 2 {
+                return Ok(None);
+            }
+            if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+                // Sample precision, then the number of lines (height) and samples per line (width).
+                let _precision = byte(reader)?;
+                let height = u16_be(reader)?;
+                let width = u16_be(reader)?;
+                return Ok((width > 0 && height > 0).then_some((width, height)));
+            }
+            reader.seek_relative(i64::from(len) - 2)?;
+        }
+        Ok(None)
+    };
+    match scan(reader) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        other => other,
+    }
 }
 
 /// A JPEG is compressed: one larger than 4 bytes per allowed pixel is not a photo within the
@@ -257,6 +337,83 @@ mod tests {
         let e = check_pixels(100_000, 100_000, &limits).unwrap_err();
         assert_eq!(e.to_string(), "the image is 100000×100000 pixels; the limit is 50 megapixels");
         assert!(check_pixels(8000, 6000, &limits).is_ok());
+    }
+
+    /// A file of `len` bytes: `head`, then zeros, made up as it is read (nothing allocated), with
+    /// the bytes read counted.
+    struct Sparse {
+        head: Vec<u8>,
+        len: u64,
+        pos: u64,
+        read: u64,
+    }
+
+    impl Read for Sparse {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = (self.len.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = self.head.get(self.pos as usize + i).copied().unwrap_or(0);
+            }
+            self.pos += n as u64;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl Seek for Sparse {
+        fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+            self.pos = match to {
+                SeekFrom::Start(p) => p,
+                SeekFrom::Current(d) => self.pos.checked_add_signed(d).unwrap(),
+                SeekFrom::End(d) => self.len.checked_add_signed(d).unwrap(),
+            };
+            Ok(self.pos)
+        }
+    }
+
+    /// SOI, three APP2 segments of 64 KiB (ICC profiles are split like this), then a baseline
+    /// frame header declaring `width`×`height` (3 components).
+    fn jpeg_head(width: u16, height: u16) -> Vec<u8> {
+        let mut head = vec![0xFF, 0xD8];
+        for _ in 0..3 {
+            head.extend_from_slice(&[0xFF, 0xE2, 0xFF, 0xFF]);
+            head.resize(head.len() + 0xFFFF - 2, 0x42);
+        }
+        head.extend_from_slice(&[0xFF, 0xC0, 0, 17, 8]);
+        head.extend_from_slice(&height.to_be_bytes());
+        head.extend_from_slice(&width.to_be_bytes());
+        head.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+        head
+    }
+
+    #[test]
+    fn a_jpeg_over_the_limit_is_refused_from_its_frame_header_without_reading_the_file() {
+        // 150 MB: under the 200 MB a 50 MP JPEG may take, so only its header can refuse it.
+        let mut file = Sparse { head: jpeg_head(65_000, 65_000), len: 150_000_000, pos: 0, read: 0 };
+        let e = read_jpeg(&mut file, 150_000_000, &ImageLimits::default()).unwrap_err();
+        assert_eq!(e.to_string(), "the image is 65000×65000 pixels; the limit is 50 megapixels");
+        // The frame header sits after 192 KiB of segments, skipped rather than read.
+        assert!(file.read < 64 * 1024, "{} bytes read", file.read);
+    }
+
+    #[test]
+    fn a_jpeg_within_the_limit_is_read_whole() {
+        let head = jpeg_head(8000, 6000);
+        let len = head.len() as u64 + 1000;
+        let mut file = Sparse { head: head.clone(), len, pos: 0, read: 0 };
+        let data = read_jpeg(&mut file, len, &ImageLimits::default()).unwrap();
+        assert_eq!(data.len() as u64, len);
+        assert_eq!(&data[..head.len()], &head[..]);
+        // No frame header before the scan (or a cut file): read whole, for libjpeg-turbo to judge.
+        let no_sof = [0xFF, 0xD8, 0xFF, 0xDA, 0, 2];
+        assert_eq!(jpeg_frame_size(&mut BufReader::new(std::io::Cursor::new(&no_sof[2..]))).unwrap(), None);
+        let cut = &jpeg_head(8000, 6000)[..(3 * 0xFFFF + 6)];
+        assert_eq!(jpeg_frame_size(&mut BufReader::new(std::io::Cursor::new(&cut[2..]))).unwrap(), None);
+        let whole = jpeg_head(8000, 6000);
+        assert_eq!(
+            jpeg_frame_size(&mut BufReader::new(std::io::Cursor::new(&whole[2..]))).unwrap(),
+            Some((8000, 6000))
+        );
     }
 
     #[test]
