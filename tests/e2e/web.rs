@@ -3,7 +3,9 @@
 //! `tests/web/library.py` (Playwright from PyPI on Debian's `/usr/bin/chromium`, both installed
 //! by `scripts/setup`): register, upload a JPEG and an MP4, watch them go PROCESSING → READY live,
 //! preview, play the HLS video, make public, delete, an MP3 and a PDF in the detail view, rename,
-//! tus pause / resume / cancel mid-upload, keyboard and phone viewport, no console errors.
+//! tus pause / resume / cancel mid-upload, copy link (public and signed), access tokens that
+//! expire every few seconds (refreshed by the page), drag-and-drop, keyboard and phone viewport,
+//! no console errors.
 //!
 //! Screenshots of every step go to a temp dir, kept (and printed) when `MEDIABUS_WEB_SHOTS` names
 //! a directory; `MEDIABUS_WEB_README=docs/library.png` also refreshes README's screenshot
@@ -13,7 +15,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use mediabus_e2e::{WorkerProcess, built_bin};
-use mediabus_testkit::{NatsServer, media_files, repo_root};
+use mediabus_testkit::{NatsServer, free_port, media_files, repo_root};
+
+/// The access-token lifetime of the stack, in seconds: shorter than the browser run.
+const ACCESS_TTL_SECS: &str = "8";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_works_in_a_real_browser() {
@@ -42,6 +47,12 @@ async fn the_library_works_in_a_real_browser() {
     let mut auth = service("auth");
     // The lowest bcrypt cost: registering in the browser stays quick.
     auth.push(("MEDIABUS__AUTH__BCRYPT_COST".into(), "4".into()));
+    // Access tokens that live 8 s: the page refreshes them during the run (twice in ~15 s)
+    // (library.py checks that it does, and that its first token is refused by the end).
+    auth.push(("MEDIABUS__AUTH__ACCESS_TTL_SECS".into(), ACCESS_TTL_SECS.into()));
+    // Its request counters: library.py matches the refreshes it served with those the pages sent.
+    let auth_metrics = format!("127.0.0.1:{}", free_port());
+    auth.push(("MEDIABUS__METRICS__LISTEN".into(), auth_metrics.clone()));
     let _auth = spawn("auth-service", &auth);
     let mut bridge = service("bridge");
     bridge.push(("MEDIABUS__HTTP__LISTEN".into(), "127.0.0.1:0".into()));
@@ -64,13 +75,15 @@ async fn the_library_works_in_a_real_browser() {
         .arg("--audio")
         .arg(&media_files().mp3)
         .arg("--pdf")
-        .arg(&media_files().pdf);
+        .arg(&media_files().pdf)
+        .args(["--auth-metrics", &format!("http://{auth_metrics}/metrics")]);
     if let Some(readme) = std::env::var_os("MEDIABUS_WEB_README") {
         script.arg("--readme").arg(repo_root().join(readme));
     }
     let out = tokio::task::spawn_blocking(move || script.output().expect("run tests/web/library.py")).await.unwrap();
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the browser run failed (screenshots: {}):\n{log}", shots.display());
+    eprint!("{log}");
     if let Some(kept) = kept {
         eprintln!("screenshots kept in {}", kept.display());
     }

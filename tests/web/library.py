@@ -14,18 +14,27 @@ shown); make one public; delete one; open a card from the keyboard; an MP3 (an <
 and a PDF (thumbnail loaded) with download links; rename the image (the card follows, and keeps
 the name across a reload); pause a tus upload mid-way (its offset stops), resume it to READY;
 cancel another (its tus URL is gone: 404, no card); a phone-sized viewport without horizontal
-scrolling. Any console error or page error, in any browser context, fails the run. Exit 0 on
-success, 1 with the reason.
+scrolling. Copy link: a public media's plain content URL and a private one's signed URL, both
+fetched from Python without a bearer token (the private one refused without its token). Token
+refresh: the stack issues access tokens that live seconds (tests/e2e/web.rs), so the page
+refreshes them throughout the run; by the end the sign-up token is refused, every refresh was
+answered 200, and a PNG dropped on the drop zone (a File in a DataTransfer, dragenter / dragover
+/ drop) uploads and turns READY live. Any console error or page error, in any browser context,
+fails the run (so no request met a 401 on the way). Exit 0 on success, 1 with the reason.
 """
 
 import argparse
+import base64
+import json
 import os
+import struct
 import sys
 import time
 import traceback
 import urllib.error
 import urllib.request
 import wave
+import zlib
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
@@ -76,6 +85,20 @@ def noise_wav(path: Path, mib: int) -> Path:
     return path
 
 
+def tiny_png(width: int, height: int) -> bytes:
+    """An RGB PNG of a colour gradient (zlib, no imaging library): the file the page drops."""
+    raw = b"".join(
+        b"\0" + bytes(v for x in range(width) for v in (x * 255 // width, y * 255 // height, 128))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
 def main() -> int:
     problems: list[str] = []
     try:
@@ -99,6 +122,7 @@ def run(problems: list[str]) -> None:
     ap.add_argument("--audio", required=True, type=Path)
     ap.add_argument("--pdf", required=True, type=Path)
     ap.add_argument("--readme", type=Path, help="also save the library screenshot here (README)")
+    ap.add_argument("--auth-metrics", required=True, help="the auth service's /metrics URL")
     args = ap.parse_args()
     args.shots.mkdir(parents=True, exist_ok=True)
     big = noise_wav(args.shots / "long-take.wav", 24)
@@ -125,17 +149,66 @@ def run(problems: list[str]) -> None:
                     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
                 page.wait_for_timeout(50)
 
-        def tus_head(url: str) -> tuple[int, dict]:
-            """HEAD on a tus upload URL with the page's access token: (status, headers)."""
-            token = page.evaluate("() => JSON.parse(sessionStorage.getItem('mediabus.session')).accessToken")
-            request = urllib.request.Request(
-                url, method="HEAD", headers={"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"}
-            )
-            try:
+        email, password = f"grace-{int(time.time() * 1000)}@example.com", "correct horse battery"
+        api_token = {"value": None}
+
+        def own_token(renew: bool = False) -> str:
+            """An access token of the test's user for requests from Python, from its own login: the
+            page's token may expire under a short TTL before the page refreshes it."""
+            if renew or api_token["value"] is None:
+                body = json.dumps({"email": email, "password": password}).encode()
+                request = urllib.request.Request(
+                    f"{args.url}/api/auth/login", data=body, method="POST", headers={"content-type": "application/json"}
+                )
                 with urllib.request.urlopen(request, timeout=10) as reply:
-                    return reply.status, {k.lower(): v for k, v in reply.headers.items()}
+                    api_token["value"] = json.load(reply)["accessToken"]
+            return api_token["value"]
+
+        def tus_head(url: str) -> tuple[int, dict]:
+            """HEAD on a tus upload URL with the user's access token: (status, headers)."""
+            for renew in (False, True):
+                headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {own_token(renew)}"}
+                request = urllib.request.Request(url, method="HEAD", headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as reply:
+                        return reply.status, {k.lower(): v for k, v in reply.headers.items()}
+                except urllib.error.HTTPError as e:
+                    if e.code == 401 and not renew:
+                        continue  # that token expired: log in again
+                    return e.code, {k.lower(): v for k, v in e.headers.items()}
+            raise AssertionError("unreachable")
+
+        def get(url: str, token: str | None = None) -> tuple[int, bytes]:
+            """GET from Python, outside the browser: (status, body); a bearer token only if given."""
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as reply:
+                    return reply.status, reply.read()
             except urllib.error.HTTPError as e:
-                return e.code, {k.lower(): v for k, v in e.headers.items()}
+                return e.code, e.read()
+
+        def copy_link(expected_note: str) -> str:
+            """Clicks Copy link in the open detail view; returns what the clipboard then holds."""
+            page.evaluate("() => navigator.clipboard.writeText('')")
+            dialog.get_by_role("button", name="Copy link").click()
+            expect(dialog.locator("#edit-note")).to_have_text(expected_note, timeout=15_000)
+            expect(dialog.locator("#edit-error")).to_be_empty()
+            return page.evaluate("() => navigator.clipboard.readText()")
+
+        def session_token() -> str:
+            return page.evaluate("() => JSON.parse(sessionStorage.getItem('mediabus.session')).accessToken")
+
+        def count_refreshes(target, sent: list[str], answers: list[int]) -> None:
+            """Records the token refreshes `target` sends, and the status of each answer it gets."""
+            is_refresh = lambda url: url.endswith("/api/auth/refresh")  # noqa: E731
+            target.on("request", lambda r: sent.append(r.url) if is_refresh(r.url) else None)
+            target.on("response", lambda r: answers.append(r.status) if is_refresh(r.url) else None)
+
+        refreshes: list[str] = []
+        refreshed: list[int] = []
+        count_refreshes(page, refreshes, refreshed)
+        phone_refreshes: list[str] = []
+        phone_refreshed: list[int] = []
 
         def history(card) -> list[str]:
             media_id = card.get_attribute("data-id")
@@ -153,12 +226,13 @@ def run(problems: list[str]) -> None:
         auth = page.locator("#auth")
         auth.get_by_role("button", name="Create an account").click()
         auth.get_by_label("Name").fill("Grace Hopper")
-        email, password = f"grace-{int(time.time() * 1000)}@example.com", "correct horse battery"
         auth.get_by_label("Email").fill(email)
         auth.get_by_label("Password").fill(password)
         auth.get_by_role("button", name="Create account").click()
         expect(page.locator("#library")).to_be_visible()
         expect(page.locator("#empty")).to_be_visible()
+        first_token = session_token()
+        user_id = page.evaluate("() => JSON.parse(sessionStorage.getItem('mediabus.session')).user.id")
         page.evaluate(STATUS_LOG_JS)
         shot("02-empty-library")
 
@@ -196,6 +270,17 @@ def run(problems: list[str]) -> None:
         dialog.get_by_role("button", name="Save").click()
         expect(dialog.locator("#facts")).to_contain_text("public", timeout=15_000)
         shot("06-made-public")
+
+        # Copy link on a public media: its plain content URL, which serves the original without
+        # any token.
+        link = copy_link("Link copied")
+        image_id = image_card.get_attribute("data-id")
+        if link != f"{args.url}/api/media/{image_id}/content":
+            problems.append(f"the public image's copied link is {link!r}")
+        status, body = get(link)
+        if (status, body) != (200, args.image.read_bytes()):
+            problems.append(f"the public link without a token: {status}, {len(body)} bytes")
+        shot("06a-public-link-copied")
         dialog.get_by_role("button", name="Close").click()
         expect(dialog).to_be_hidden()
 
@@ -258,10 +343,23 @@ def run(problems: list[str]) -> None:
         expect(dialog.locator("#facts dt:text-is('Pages') + dd")).to_have_text("1")
         expect(dialog.locator("#facts dt:text-is('Dimensions') + dd")).to_have_text("595 × 842 pt")  # A4
         shot("10-pdf")
+
+        # Copy link on a private media: a signed URL that serves it with no Authorization header;
+        # the same URL without its token is refused (the PDF is private).
+        link = copy_link("Private link copied: it works for a few minutes")
+        pdf_id = pdf_card.get_attribute("data-id")
+        if not link.startswith(f"{args.url}/api/media/{pdf_id}/content?token="):
+            problems.append(f"the private PDF's copied link is {link!r}")
+        status, body = get(link)
+        if (status, body) != (200, args.pdf.read_bytes()):
+            problems.append(f"the private signed link without a bearer token: {status}, {len(body)} bytes")
+        status, _ = get(link.split("?")[0])
+        if status not in (401, 404):  # 404: private media are not even shown to exist
+            problems.append(f"the private PDF's content URL without its token answers {status}")
+        shot("10a-private-link-copied")
         dialog.get_by_role("button", name="Close").click()
 
         # Rename the image in the detail view: its card follows, and a reload keeps the name.
-        image_id = image_card.get_attribute("data-id")
         renamed_card = page.locator(f'#grid > li[data-id="{image_id}"]')
         renamed_card.get_by_role("button").click()
         dialog.get_by_label("Name").fill("Test card (renamed).jpg")
@@ -365,19 +463,75 @@ def run(problems: list[str]) -> None:
         page.reload()
         expect(cards).to_have_count(4, timeout=15_000)
         expect(page.locator("#grid > li", has_text=doomed.name)).to_have_count(0)
+        page.evaluate(STATUS_LOG_JS)
+
+        # Token refresh (the stack's access tokens live a few seconds, tests/e2e/web.rs): the token
+        # the page signed up with is refused by now, yet the page still works on tokens it
+        # refreshed, none of them refused: an upload by drag-and-drop after the expiry shows up
+        # live (the event stream follows the new tokens) and turns READY.
+        if not refreshes or set(refreshed) != {200}:
+            problems.append(f"token refreshes: {len(refreshes)} requests, answers {refreshed}")
+        if session_token() == first_token:
+            problems.append("the page still holds its sign-up access token")
+        deadline = time.monotonic() + 30
+        while get(f"{args.url}/api/users/{user_id}/media?limit=1", first_token)[0] != 401:
+            if time.monotonic() > deadline:
+                raise AssertionError("the sign-up access token is still accepted after 30 s")
+            page.wait_for_timeout(250)
+
+        # Drag-and-drop: a PNG made in the page from bytes, dragged over the drop zone (which
+        # accepts it: dragover's default is prevented, the zone is highlighted), then dropped.
+        dropped = "dropped-gradient.png"
+        png = tiny_png(160, 120)
+        accepted = page.evaluate(
+            """([name, b64]) => {
+              const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+              const data = new DataTransfer();
+              data.items.add(new File([bytes], name, { type: "image/png" }));
+              window.__drag = data;
+              const zone = document.getElementById("drop");
+              const event = (type) => new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: data });
+              zone.dispatchEvent(event("dragenter"));
+              return !zone.dispatchEvent(event("dragover")) && zone.classList.contains("over");
+            }""",
+            [dropped, base64.b64encode(png).decode()],
+        )
+        if not accepted:
+            problems.append("the drop zone did not accept the drag (dragover not prevented, or no highlight)")
+        shot("14a-dragging")
+        page.evaluate(
+            """() => document.getElementById("drop").dispatchEvent(
+              new DragEvent("drop", { bubbles: true, cancelable: true, dataTransfer: window.__drag }))"""
+        )
+        expect(page.locator("#drop.over")).to_have_count(0)
+        dropped_card = page.locator("#grid > li", has_text=dropped)
+        expect(dropped_card).to_have_count(1, timeout=30_000)
+        expect(dropped_card).to_have_attribute("data-status", "READY", timeout=READY_TIMEOUT_MS)
+        require_processing_then_ready(dropped_card, dropped)
+        expect(dropped_card.locator("img.loaded")).to_have_count(1, timeout=30_000)
+        expect(cards).to_have_count(5)
+        dropped_id = dropped_card.get_attribute("data-id")
+        status, body = get(f"{args.url}/api/media/{dropped_id}/content", own_token())
+        if (status, body) != (200, png):
+            problems.append(f"the dropped PNG at the server: {status}, {len(body)} bytes of {len(png)}")
+        if page.locator("#auth").is_visible():
+            problems.append("the page signed out")
+        page.wait_for_function(FADED_IN_JS)
+        shot("14b-dropped-after-refresh")
 
         # A phone-sized viewport: sign in, the library, no horizontal scrolling.
         phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
         mobile = phone.new_page()
         watch(mobile, "phone")
+        count_refreshes(mobile, phone_refreshes, phone_refreshed)
         mobile.goto(args.url)
         expect(mobile.get_by_role("heading", name="Sign in")).to_be_visible()
         expect(mobile.get_by_role("button", name="Sign out")).to_be_hidden()
         mobile.locator("#auth").get_by_label("Email").fill(email)
         mobile.locator("#auth").get_by_label("Password").fill(password)
         mobile.locator("#auth").get_by_role("button", name="Sign in").click()
-        expect(mobile.locator("#grid > li")).to_have_count(4, timeout=15_000)
-        expect(mobile.locator("#grid img.loaded")).to_have_count(2, timeout=30_000)  # image, PDF
+        expect(mobile.locator("#grid > li")).to_have_count(5, timeout=15_000)
+        expect(mobile.locator("#grid img.loaded")).to_have_count(3, timeout=30_000)  # image, PDF, PNG
         mobile.wait_for_function(FADED_IN_JS)
         overflow = mobile.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         if overflow > 0:
@@ -387,10 +541,26 @@ def run(problems: list[str]) -> None:
 
         browser.close()
 
+    # The auth service answered the refreshes the pages were seen to send, all with success, and
+    # no others: none was sent unseen, e.g. by a page being reloaded (it would spend the refresh
+    # token that the next page then presents again, and reuse revokes the session). One sent as
+    # the browser closed may not have arrived: the answers the pages saw are the lower bound.
+    with urllib.request.urlopen(args.auth_metrics, timeout=10) as reply:
+        metrics = reply.read().decode()
+    served = {}
+    for line in metrics.splitlines():
+        if line.startswith("mediabus_requests_total{") and 'subject="auth.refresh"' in line:
+            code = line.split('code="')[1].split('"')[0]
+            served[code] = served.get(code, 0) + int(float(line.rsplit(" ", 1)[1]))
+    seen = len(refreshes) + len(phone_refreshes)
+    answered = len(refreshed) + len(phone_refreshed)
+    if set(served) - {"200"} or not answered <= served.get("200", 0) <= seen:
+        problems.append(f"the auth service answered refreshes {served}; the pages sent {seen}, saw {answered} answers")
+
     for wav in (big, doomed):
         wav.unlink()
     if not problems:
-        print(f"web app OK; screenshots in {args.shots}")
+        print(f"web app OK ({seen} token refreshes); screenshots in {args.shots}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,21 @@ import { startUploads } from "./uploads.js";
 const $ = (id) => document.getElementById(id);
 const cards = new Map(); // media id → { media, li }
 let events = null;
+let older = null; // the stream `events` replaces, open until `events` is
 let lastEventId = null;
 let registering = false;
+let followedToken = null; // the access token the open event stream was opened with
+let leaving = false;
+
+// Leaving the page (reload, navigation) closes the event stream with an error event before
+// `pagehide`; refreshing the token then would spend the refresh token in a page that never sees
+// the answer, and the next page would present a used one (reuse: the session is revoked). So a
+// stream error after `beforeunload` is ignored; a navigation that did not happen resets the flag.
+addEventListener("beforeunload", () => {
+  leaving = true;
+  setTimeout(() => (leaving = false), 1000);
+});
+addEventListener("pageshow", () => (leaving = false));
 
 // ---- sign-in ---------------------------------------------------------------------------------
 
@@ -42,11 +55,16 @@ $("sign-out").addEventListener("click", () => api.signOut());
 api.onSession((session) => {
   if (!session) showSignIn();
   else if ($("library").hidden) showLibrary();
+  // A refreshed token: reopen the stream with it before the bridge ends the old one at its expiry.
+  else if (events && session.accessToken !== followedToken) follow();
 });
 
 function showSignIn() {
   events?.close();
   events = null;
+  older?.close();
+  older = null;
+  followedToken = null;
   cards.clear();
   $("grid").replaceChildren();
   $("library").hidden = true;
@@ -156,14 +174,32 @@ async function loadThumb(media, img) {
 
 // ---- live updates (Server-Sent Events) -------------------------------------------------------
 
+/**
+ * Opens the event stream with the current access token, resuming after the last event seen. An
+ * open stream is closed only once the new one is open, so no event falls between the two
+ * (duplicates are harmless: cards are upserted).
+ */
 function follow() {
-  events?.close();
   const session = api.current();
   if (!session) return;
   let url = `/api/events?token=${encodeURIComponent(session.accessToken)}`;
   if (lastEventId) url += `&lastEventId=${encodeURIComponent(lastEventId)}`;
+  const previous = events;
+  older?.close();
+  older = previous;
   const source = new EventSource(url);
   events = source;
+  followedToken = session.accessToken;
+  if (previous) {
+    source.addEventListener(
+      "open",
+      () => {
+        previous.close();
+        if (older === previous) older = null;
+      },
+      { once: true },
+    );
+  }
   const handle = (event) => {
     lastEventId = event.lastEventId || lastEventId;
     let media;
@@ -184,11 +220,13 @@ function follow() {
   }
   source.onerror = async () => {
     // The browser retries by itself while the stream is only interrupted; a closed stream is a
-    // refused token (expired): refresh it and follow again from the last event seen.
-    if (source.readyState !== EventSource.CLOSED || events !== source) return;
+    // refused token (expired, e.g. after the tab slept): refresh it and follow again from the
+    // last event seen.
+    if (source.readyState !== EventSource.CLOSED || events !== source || leaving) return;
+    previous?.close();
     try {
       await api.token(true);
-      follow();
+      if (events === source) follow(); // a refresh meanwhile has reopened it already otherwise
     } catch {
       // Signed out: onSession shows the sign-in form.
     }

@@ -130,6 +130,7 @@ function fillForm(media) {
   $("edit-metadata").value = media.metadata ? JSON.stringify(media.metadata, null, 2) : "";
   $("edit-public").checked = media.isPublic;
   $("edit-error").textContent = "";
+  $("edit-note").textContent = "";
 }
 
 $("edit-form").addEventListener("submit", async (event) => {
@@ -137,6 +138,7 @@ $("edit-form").addEventListener("submit", async (event) => {
   if (!shown) return;
   const { media, callbacks } = shown;
   $("edit-error").textContent = "";
+  $("edit-note").textContent = "";
   let metadata = null;
   const text = $("edit-metadata").value.trim();
   if (text) {
@@ -166,6 +168,8 @@ $("edit-form").addEventListener("submit", async (event) => {
 $("copy-link").addEventListener("click", async () => {
   if (!shown) return;
   const { media } = shown;
+  $("edit-error").textContent = "";
+  $("edit-note").textContent = "";
   try {
     let link;
     let note;
@@ -179,7 +183,7 @@ $("copy-link").addEventListener("click", async () => {
     }
     await navigator.clipboard.writeText(link);
     announce(note);
-    $("edit-error").textContent = note;
+    $("edit-note").textContent = note; // a success: not in the (red, alerting) error line
   } catch (e) {
     $("edit-error").textContent = `Could not copy the link: ${e.message}`;
   }
