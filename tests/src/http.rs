@@ -120,10 +120,24 @@ pub type FileBody = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallibl
 /// reads the file ahead by at most 4 chunks, so memory stays at a few MiB whatever the file size.
 /// The returned lock is set when the chunk with the last byte has been taken (for timing).
 pub fn file_body(source: &Path, prefix: Bytes, suffix: Bytes) -> (FileBody, Arc<OnceLock<Instant>>) {
+    let file_len = std::fs::metadata(source).expect("source file size").len();
+    file_slice_body(source, 0, file_len, prefix, suffix)
+}
+
+/// [`file_body`] of the `len` bytes of `source` from byte `start` (a tus PATCH of one chunk).
+pub fn file_slice_body(
+    source: &Path,
+    start: u64,
+    len: u64,
+    prefix: Bytes,
+    suffix: Bytes,
+) -> (FileBody, Arc<OnceLock<Instant>>) {
+    use std::io::{Seek, SeekFrom};
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let mut file = std::fs::File::open(source).expect("open source file");
-    let file_len = file.metadata().expect("source file size").len();
-    let mut remaining = prefix.len() as u64 + file_len + suffix.len() as u64;
+    file.seek(SeekFrom::Start(start)).expect("seek in source file");
+    let mut file = file.take(len);
+    let mut remaining = prefix.len() as u64 + len + suffix.len() as u64;
     std::thread::spawn(move || {
         let send = |b: Bytes| b.is_empty() || tx.blocking_send(b).is_ok();
         if !send(prefix) {

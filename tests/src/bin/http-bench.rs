@@ -273,8 +273,8 @@ async fn upload_tus(port: u16, token: &str, source: &Path, size: u64) -> (Timing
 const TUS_CHUNK: usize = 10 << 20;
 
 /// The tus upload the web app and the CLI make: `POST /api/uploads`, then [`TUS_CHUNK`] PATCHes
-/// one after another, each read from the file just before it is sent (one chunk in memory).
-/// Returns the seconds from the POST to the last PATCH's response, and the Media.
+/// one after another, each streamed from the file as the single PATCH is. Returns the seconds from
+/// the POST to the last PATCH's response, and the Media.
 async fn upload_tus_chunked(port: u16, token: &str, source: &Path, size: u64) -> (f64, Value) {
     let bearer = format!("Bearer {token}");
     let tus = ("tus-resumable", "1.0.0");
@@ -284,22 +284,21 @@ async fn upload_tus_chunked(port: u16, token: &str, source: &Path, size: u64) ->
     let created = mediabus_e2e::http::call(port, "POST", "/api/uploads", &headers, Bytes::new()).await;
     assert_eq!(created.status, StatusCode::CREATED, "tus create: {:?}", created.body);
     let location = created.header("location").to_owned();
-    let mut file = std::fs::File::open(source).expect("open source file");
     let (mut offset, mut media_id) = (0u64, None);
     while offset < size {
-        let mut chunk = Vec::with_capacity(TUS_CHUNK);
-        (&mut file).take(TUS_CHUNK as u64).read_to_end(&mut chunk).expect("read source file");
-        let at = offset.to_string();
-        let patch = [
-            tus,
-            ("authorization", bearer.as_str()),
-            ("content-type", "application/offset+octet-stream"),
-            ("upload-offset", at.as_str()),
-        ];
-        let sent = chunk.len() as u64;
-        let reply = mediabus_e2e::http::call(port, "PATCH", &location, &patch, chunk).await;
+        let len = (TUS_CHUNK as u64).min(size - offset);
+        let (body, _) = mediabus_e2e::http::file_slice_body(source, offset, len, Bytes::new(), Bytes::new());
+        let request = Request::patch(location.as_str())
+            .header(tus.0, tus.1)
+            .header(AUTHORIZATION, &bearer)
+            .header(CONTENT_TYPE, "application/offset+octet-stream")
+            .header("upload-offset", offset)
+            .header(CONTENT_LENGTH, len)
+            .body(body)
+            .unwrap();
+        let reply = collect(send(port, request).await).await;
         assert_eq!(reply.status, StatusCode::NO_CONTENT, "tus PATCH at {offset}: {:?}", reply.body);
-        offset += sent;
+        offset += len;
         assert_eq!(reply.header("upload-offset"), offset.to_string());
         media_id = reply.headers.get("media-id").map(|v| v.to_str().unwrap().to_owned());
     }
