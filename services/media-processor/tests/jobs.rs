@@ -660,27 +660,7 @@ async fn a_processor_killed_on_the_last_delivery_dead_letters_the_job() {
     stack.processors[victim].kill();
     wait_ended(&children).await;
 
-    let failed = stack.settled("alice", &id).await;
-    assert_eq!(failed["status"], "FAILED", "{failed}");
-    let reason = failed["failureReason"].as_str().expect("a reason");
-    assert!(reason.contains("stopped") && reason.contains("media.reprocess"), "readable: {reason}");
-    // The last step of the give-up is the job's removal from the work queue.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while jobs_left(&stack.client).await > 0 {
-        assert!(Instant::now() < deadline, "the job out of deliveries is still in MEDIA_JOBS");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    let js = async_nats::jetstream::new(stack.client.clone());
-    let mut dlq = js.get_stream("MEDIA_JOBS_DLQ").await.unwrap();
-    assert_eq!(dlq.info().await.unwrap().state.messages, 1);
-    let dead = dlq.get_last_raw_message_by_subject("jobs.media.dead").await.unwrap();
-    let dead: Value = serde_json::from_slice(&dead.payload).unwrap();
-    assert_eq!((dead["job"]["mediaId"].as_str(), dead["deliveries"].as_u64()), (Some(id.as_str()), Some(1)));
-    assert!(dead["error"].as_str().unwrap().contains("never acked"), "{dead}");
-    let events = processed.of(&id, 1, Duration::from_secs(10)).await;
-    assert_eq!(events.len(), 1, "FAILED once: {events:?}");
-    assert_eq!(events[0]["data"]["status"], "FAILED");
+    assert_given_up(&stack, &mut processed, &id).await;
 }
 
 /// The only processor is SIGKILLed on the job's last delivery (`max_deliver` 1): JetStream's
@@ -717,7 +697,16 @@ async fn an_advisory_published_while_no_processor_runs_is_handled_by_the_next_on
     assert_eq!(jobs_left(&stack.client).await, 1, "the job out of deliveries waits in the work queue");
 
     stack.add_processor(&last);
-    let failed = stack.settled("alice", &id).await;
+    assert_given_up(&stack, &mut processed, &id).await;
+    let info = advisories_settled(&stack.client).await;
+    assert_eq!(info.delivered.stream_sequence, 1, "{info:?}");
+}
+
+/// How a job abandoned on its last delivery (`max_deliver` 1) ends: media `id` `FAILED` with a
+/// readable reason, the job removed from the work queue (the give-up's last step), one dead
+/// letter saying it was never acked, one `media.processed`.
+async fn assert_given_up(stack: &Stack, processed: &mut Processed, id: &str) {
+    let failed = stack.settled("alice", id).await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
     let reason = failed["failureReason"].as_str().expect("a reason");
     assert!(reason.contains("stopped") && reason.contains("media.reprocess"), "readable: {reason}");
@@ -726,17 +715,14 @@ async fn an_advisory_published_while_no_processor_runs_is_handled_by_the_next_on
         assert!(Instant::now() < deadline, "the job out of deliveries is still in MEDIA_JOBS");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let info = advisories_settled(&stack.client).await;
-    assert_eq!(info.delivered.stream_sequence, 1, "{info:?}");
-
     let js = async_nats::jetstream::new(stack.client.clone());
     let mut dlq = js.get_stream("MEDIA_JOBS_DLQ").await.unwrap();
     assert_eq!(dlq.info().await.unwrap().state.messages, 1, "one dead letter");
     let dead = dlq.get_last_raw_message_by_subject("jobs.media.dead").await.unwrap();
     let dead: Value = serde_json::from_slice(&dead.payload).unwrap();
-    assert_eq!((dead["job"]["mediaId"].as_str(), dead["deliveries"].as_u64()), (Some(id.as_str()), Some(1)));
+    assert_eq!((dead["job"]["mediaId"].as_str(), dead["deliveries"].as_u64()), (Some(id), Some(1)));
     assert!(dead["error"].as_str().unwrap().contains("never acked"), "{dead}");
-    let events = processed.of(&id, 1, Duration::from_secs(10)).await;
+    let events = processed.of(id, 1, Duration::from_secs(10)).await;
     assert_eq!(events.len(), 1, "FAILED once: {events:?}");
     assert_eq!(events[0]["data"]["status"], "FAILED");
 }
