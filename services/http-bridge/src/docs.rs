@@ -73,7 +73,7 @@ mod tests {
 
     /// Where `scripts/setup` installs the package.
     fn installed() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/node_modules/swagger-ui-dist")
+        mediabus_testkit::repo_root().join("services/http-bridge/docs/node_modules/swagger-ui-dist")
     }
 
     async fn get(router: &Router, uri: &str) -> (StatusCode, Option<String>, Vec<u8>) {

@@ -65,7 +65,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_the_page_its_modules_and_the_installed_packages() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+        let dir = mediabus_testkit::repo_root().join("services/http-bridge/web");
         assert!(dir.join("node_modules/hls.js").is_dir(), "run scripts/setup: web/node_modules missing");
         let router: Router = router(&dir);
         let (status, kind, csp, body) = get(&router, "/").await;

@@ -48,7 +48,7 @@ fn document(user: &str, entity: Option<(&str, &str)>) -> MediaRecord {
 
 /// Runs `tests/nestjs/emit.js` as the `backend` user: a NestJS `ClientProxy.emit` of `pattern`.
 async fn nestjs_emit(app: &TestApp, pattern: &str, data: Value, times: u32) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/nestjs/emit.js");
+    let script = mediabus_testkit::repo_root().join("tests/nestjs/emit.js");
     let nats = app.nats_server();
     let output = Command::new("node")
         .arg(script)
