@@ -207,9 +207,10 @@ pub trait BlobStore: Send + Sync {
     /// [`put_part`](Self::put_part) for a caller that knows where the part starts in the finished
     /// object: `offset` is the size of all lower-numbered parts (`(part_number - 1) * part_size`
     /// when every part but the last has `part_size` bytes). The local backend writes the part in
-    /// place into one file per upload, so completing it copies nothing; the default (S3) ignores
-    /// `offset`. Receipts, listing and completion work as for `put_part`; an offset that does not
-    /// match the parts listed at completion costs only that copy.
+    /// place into one file per upload, so completing it copies nothing; S3 uses `offset` to
+    /// advance the upload's running digest. Receipts, listing and completion work as for
+    /// `put_part`; an offset that does not match the parts listed at completion costs only that
+    /// copy (local) or a longer read-back (S3).
     ///
     /// Errors: as `put_part`; `InvalidPart` if `offset + data.len()` overflows.
     async fn put_part_at(
@@ -219,10 +220,7 @@ pub trait BlobStore: Send + Sync {
         part_number: u32,
         offset: u64,
         data: Bytes,
-    ) -> Result<PartReceipt, StorageError> {
-        let _ = offset;
-        self.put_part(key, upload_id, part_number, data).await
-    }
+    ) -> Result<PartReceipt, StorageError>;
 
     /// The parts stored so far, one per part number, ascending. Errors: `NotFound`; `Backend` on
     /// SeaweedFS if a part was re-sent with different bytes within one second (it keeps every
