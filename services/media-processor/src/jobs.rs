@@ -261,32 +261,7 @@ async fn pull_loop(pull: Pull) {
             permit = slots.clone().acquire_owned() => permit.expect("never closed"),
             () = pull.stop.cancelled() => return,
         };
-        let batch = tokio::select! {
-            batch = pull.consumer.batch().max_messages(1).expires(expires).messages() => batch,
-            () = pull.stop.cancelled() => return,
-        };
-        let mut batch = match batch {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot pull jobs; retrying");
-                backoff_or_stop(&pull.stop).await;
-                continue;
-            }
-        };
-        // Not raced with `stop`: a pull ends by itself within `expires`, and a job it brings is
-        // then handed back rather than left to time out.
-        let message = match batch.next().await {
-            None => continue,
-            Some(Ok(message)) => message,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "pull ended");
-                continue;
-            }
-        };
-        if pull.stop.is_cancelled() {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
-            return;
-        }
+        let Some(message) = next_message(&pull.consumer, expires, &pull.stop, "jobs").await else { return };
         let job = Job {
             js: pull.js.clone(),
             worker: pull.worker.clone(),
@@ -306,6 +281,46 @@ async fn pull_loop(pull: Pull) {
             }
             .instrument(span),
         );
+    }
+}
+
+/// The next message of `consumer`, pulled one at a time (each pull ends within `expires`), or
+/// `None` once `stop` is cancelled. A pull that fails is retried after a second; `what` names the
+/// messages in the log. A message that arrives after `stop` is handed back at once (nak without
+/// delay) rather than left to time out: the pull itself is not raced with `stop`, since it ends
+/// by itself within `expires`.
+async fn next_message(
+    consumer: &PullConsumer,
+    expires: Duration,
+    stop: &CancellationToken,
+    what: &str,
+) -> Option<jetstream::Message> {
+    loop {
+        let batch = tokio::select! {
+            batch = consumer.batch().max_messages(1).expires(expires).messages() => batch,
+            () = stop.cancelled() => return None,
+        };
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull {what}; retrying");
+                backoff_or_stop(stop).await;
+                continue;
+            }
+        };
+        let message = match batch.next().await {
+            None => continue,
+            Some(Ok(message)) => message,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "pull of {what} ended");
+                continue;
+            }
+        };
+        if stop.is_cancelled() {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            return None;
+        }
+        return Some(message);
     }
 }
 
@@ -455,31 +470,9 @@ async fn watch_exhausted(
 ) {
     let expires = Duration::from_millis(settings.jobs.pull_expires_ms.max(100));
     loop {
-        let batch = tokio::select! {
-            batch = consumer.batch().max_messages(1).expires(expires).messages() => batch,
-            () = stop.cancelled() => return,
-        };
-        let mut batch = match batch {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot pull max-deliveries advisories; retrying");
-                backoff_or_stop(&stop).await;
-                continue;
-            }
-        };
-        // As in `pull_loop`: the pull ends by itself within `expires`.
-        let message = match batch.next().await {
-            None => continue,
-            Some(Ok(message)) => message,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "advisory pull ended");
-                continue;
-            }
-        };
-        if stop.is_cancelled() {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
+        let Some(message) = next_message(&consumer, expires, &stop, "max-deliveries advisories").await else {
             return;
-        }
+        };
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         let advisory = match serde_json::from_slice::<MaxDeliveries>(&message.payload) {
             Ok(advisory) => advisory,
