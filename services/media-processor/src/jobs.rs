@@ -206,15 +206,21 @@ impl Runtime {
     /// ones still running, and flushes the acks.
     pub async fn shutdown(self) {
         self.stop.cancel();
+        // The grace period starts now, not once the loops have ended: a loop may be waiting for
+        // its pull to expire (`pull_expires_ms`), and a job must not outlive a zero grace by that.
+        let hand_back = self.hand_back.clone();
+        let grace = self.grace;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            tracing::info!("grace period over: handing the jobs in hand back");
+            hand_back.cancel();
+        });
         let _ = self.puller.await;
         // The advisory in hand is handled (and acked) first; the next ones wait in their stream.
         let _ = self.watcher.await;
         self.tasks.close();
-        if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
-            tracing::info!("grace period over: handing the jobs in hand back");
-            self.hand_back.cancel();
-            self.tasks.wait().await;
-        }
+        self.tasks.wait().await;
+        timer.abort();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await;
         tracing::info!("stopped");
     }

@@ -207,11 +207,12 @@ fn ended(pid: u32) -> bool {
     matches!(state, Some("Z" | "X"))
 }
 
-/// Polls until every process of `pids` has ended (the children of a killed processor die with it).
-async fn wait_ended(pids: &[u32]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Polls until every process of `pids` has ended (the children of a killed processor die with
+/// it; a stopping one kills them), failing after `within`.
+async fn wait_ended(pids: &[u32], within: Duration) {
+    let deadline = Instant::now() + within;
     while let Some(alive) = pids.iter().find(|&&pid| !ended(pid)) {
-        assert!(Instant::now() < deadline, "ffmpeg {alive} outlived its killed processor");
+        assert!(Instant::now() < deadline, "ffmpeg {alive} still runs after {within:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
