@@ -79,6 +79,21 @@ async fn a_packet_without_id_is_an_event_handled_without_reply() {
     assert!(reply.is_err(), "an event must not be answered");
 }
 
+/// A deadline bounds a request's wait; an event has no one waiting, so one that carries a
+/// deadline already past (copied from the request that caused it) still runs.
+#[tokio::test]
+async fn an_event_runs_whatever_deadline_it_carries() {
+    let app = App::with_defaults().await;
+    let mut seen = app.nats.subscribe(EVENTS_SEEN).await.unwrap();
+    app.nats.flush().await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(mediabus_rpc::DEADLINE_HEADER, "1");
+    app.rpc().emit("rust.event", &json!({"seq": "late"}), headers).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), seen.next()).await.expect("the event ran").unwrap();
+    let report: Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(report["data"], json!({"seq": "late"}));
+}
+
 #[tokio::test]
 async fn a_request_to_an_event_only_subject_is_a_404() {
     let app = App::with_defaults().await;

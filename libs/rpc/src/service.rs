@@ -113,8 +113,8 @@ fn default_max_queue() -> usize {
 /// `Mediabus-Deadline: 1764438000123`. [`crate::RpcClient`] sets it from its timeout; the bridge's
 /// requests carry it that way. A request whose deadline has passed when a slot frees up is not run:
 /// it gets 504 `TIMEOUT` (a reply nobody may read any more, but cheap, and it tells a caller with a
-/// skewed clock what happened); a handler gets at most the time left. Clocks are assumed in sync
-/// (NTP) to well under the timeouts in use.
+/// skewed clock what happened); a handler gets at most the time left. Events (no reply subject)
+/// ignore it. Clocks are assumed in sync (NTP) to well under the timeouts in use.
 pub const DEADLINE_HEADER: &str = "Mediabus-Deadline";
 
 impl ServiceSettings {
@@ -450,7 +450,9 @@ async fn handle<S: Clone + Send + Sync + 'static>(
     let _permit = shared.limit.clone().acquire_owned().await.expect("semaphore is never closed");
     let started = Instant::now();
     let Message { payload, reply, headers, .. } = message;
-    let left = time_left(headers.as_ref());
+    // A deadline is the waiting caller's: an event (no reply subject) has none, and runs whole
+    // even if it was published with the header of the request that caused it.
+    let left = reply.as_ref().and_then(|_| time_left(headers.as_ref()));
     let (answer, outcome) = if left == Some(Duration::ZERO) {
         // The caller has given up: do not run the work (it may be a write nobody waits for).
         let id = envelope::peek_id(&payload).map(RawValue::to_owned);

@@ -288,3 +288,58 @@ async fn advisories_give_up_only_pending_jobs_and_only_once() {
     let info = advisories_settled(&stack.client).await;
     assert_eq!(info.delivered.stream_sequence, 3, "all three advisories taken: {info:?}");
 }
+
+/// A give-up whose step fails is retried, not lost: while the test holds the shared SQLite
+/// file's write lock, the advisory handler's `FAILED` write times out (busy), the advisory is
+/// naked and delivered again; once the lock is released it completes. The media ends `FAILED`
+/// once, the dead letter written by the failed try is not written twice (its `Nats-Msg-Id`), the
+/// job leaves the queue, the advisory ends acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_up_that_fails_is_retried_until_it_completes() {
+    let stack = Stack::start(1, &[("MEDIABUS__JOBS__BACKOFF_BASE_MS", "200")]).await;
+    let mut processed = Processed::watch(&stack.client).await;
+    let pause = json!({"pause_until": "2999-01-01T00:00:00Z"});
+    let paused = stack
+        .client
+        .request("$JS.API.CONSUMER.PAUSE.MEDIA_JOBS.media-processor", serde_json::to_vec(&pause).unwrap().into())
+        .await
+        .unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&paused.payload).unwrap()["paused"], true);
+    let id = stack.upload("alice", "frame.png", &std::fs::read(&media_files().png).unwrap()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let seq = js.get_stream("MEDIA_JOBS").await.unwrap().info().await.unwrap().state.last_sequence;
+
+    // Readers go on (WAL); writers wait for the lock, then fail busy.
+    let lock = rusqlite::Connection::open(stack.dir.path().join("media.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let advisory = json!({"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "MEDIA_JOBS",
+        "consumer": "media-processor", "stream_seq": seq, "deliveries": 5});
+    js.publish(ADVISORY_SUBJECT, serde_json::to_vec(&advisory).unwrap().into()).await.unwrap().await.unwrap();
+    let stream = js.get_stream("MEDIA_JOBS_EXHAUSTED").await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("media-processor").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumer.info().await.unwrap().delivered.consumer_sequence < 2 {
+        assert!(Instant::now() < deadline, "the advisory was not delivered again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stack.find("alice", &id).await["status"], "PROCESSING", "nothing written under the lock");
+    assert_eq!(jobs_left(&stack.client).await, 1, "the job stays queued until it is given up");
+    lock.execute_batch("ROLLBACK").unwrap();
+
+    let failed = stack.settled("alice", &id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs_left(&stack.client).await > 0 {
+        assert!(Instant::now() < deadline, "the job is still in MEDIA_JOBS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut dlq = js.get_stream("MEDIA_JOBS_DLQ").await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 1, "one dead letter across the tries");
+    assert_eq!(processed.of(&id, 1, Duration::from_secs(5)).await.len(), 1, "FAILED once");
+    let info = advisories_settled(&stack.client).await;
+    assert!(info.delivered.consumer_sequence >= 2 && info.delivered.stream_sequence == 1, "{info:?}");
+}
