@@ -264,8 +264,10 @@ async fn pull_loop(pull: Pull) {
     let expires = Duration::from_millis(pull.settings.jobs.pull_expires_ms.max(100));
     loop {
         let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
+            // Stop first: `select!` otherwise picks at random among the ready branches.
+            biased;
             () = pull.stop.cancelled() => return,
+            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
         };
         let Some(message) = next_message(&pull.consumer, expires, &pull.stop, "jobs").await else { return };
         let job = Job {
@@ -303,8 +305,10 @@ async fn next_message(
 ) -> Option<jetstream::Message> {
     loop {
         let batch = tokio::select! {
-            batch = consumer.batch().max_messages(1).expires(expires).messages() => batch,
+            // Stop first: a new pull started after it would hold the shutdown for `expires`.
+            biased;
             () = stop.cancelled() => return None,
+            batch = consumer.batch().max_messages(1).expires(expires).messages() => batch,
         };
         let mut batch = match batch {
             Ok(batch) => batch,
