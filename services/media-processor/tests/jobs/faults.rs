@@ -236,14 +236,7 @@ async fn assert_given_up(stack: &Stack, processed: &mut Processed, id: &str) {
 async fn advisories_give_up_only_pending_jobs_and_only_once() {
     let stack = Stack::start(1, &[]).await;
     let mut processed = Processed::watch(&stack.client).await;
-    let pause = json!({"pause_until": "2999-01-01T00:00:00Z"});
-    let paused = stack
-        .client
-        .request("$JS.API.CONSUMER.PAUSE.MEDIA_JOBS.media-processor", serde_json::to_vec(&pause).unwrap().into())
-        .await
-        .unwrap();
-    let paused: Value = serde_json::from_slice(&paused.payload).unwrap();
-    assert_eq!(paused["paused"], true, "{paused}");
+    stack.pause_jobs().await;
     let js = async_nats::jetstream::new(stack.client.clone());
     let png = std::fs::read(&media_files().png).unwrap();
     let mut queued = Vec::new();
@@ -254,25 +247,14 @@ async fn advisories_give_up_only_pending_jobs_and_only_once() {
     }
     let [(removed, removed_seq), (pending, pending_seq)] = <[_; 2]>::try_from(queued).unwrap();
     stack.call("media.remove", Some("alice"), json!({"id": removed})).await.unwrap();
-    // Published as JetStream would, and stored by MEDIA_JOBS_EXHAUSTED (its ack says so).
-    let advise = |seq: u64| {
-        let advisory = json!({"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "MEDIA_JOBS",
-            "consumer": "media-processor", "stream_seq": seq, "deliveries": 5});
-        let js = js.clone();
-        async move {
-            let ack = js.publish(ADVISORY_SUBJECT, serde_json::to_vec(&advisory).unwrap().into()).await.unwrap();
-            assert_eq!(ack.await.unwrap().stream, "MEDIA_JOBS_EXHAUSTED");
-        }
-    };
-
-    advise(pending_seq).await;
+    advise(&js, pending_seq).await;
     let failed = stack.settled("alice", &pending).await;
     assert_eq!(failed["status"], "FAILED", "{failed}");
     assert!(failed["failureReason"].as_str().unwrap().contains("stopped"), "{failed}");
     // The same advisory again, then the removed media's: one processor handles them in order, so
     // once the second job is gone from the queue both were handled.
-    advise(pending_seq).await;
-    advise(removed_seq).await;
+    advise(&js, pending_seq).await;
+    advise(&js, removed_seq).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while jobs_left(&stack.client).await > 0 {
         assert!(Instant::now() < deadline, "the removed media's job is still queued");
@@ -298,13 +280,7 @@ async fn advisories_give_up_only_pending_jobs_and_only_once() {
 async fn a_give_up_that_fails_is_retried_until_it_completes() {
     let stack = Stack::start(1, &[("MEDIABUS__JOBS__BACKOFF_BASE_MS", "200")]).await;
     let mut processed = Processed::watch(&stack.client).await;
-    let pause = json!({"pause_until": "2999-01-01T00:00:00Z"});
-    let paused = stack
-        .client
-        .request("$JS.API.CONSUMER.PAUSE.MEDIA_JOBS.media-processor", serde_json::to_vec(&pause).unwrap().into())
-        .await
-        .unwrap();
-    assert_eq!(serde_json::from_slice::<Value>(&paused.payload).unwrap()["paused"], true);
+    stack.pause_jobs().await;
     let id = stack.upload("alice", "frame.png", &std::fs::read(&media_files().png).unwrap()).await["id"]
         .as_str()
         .unwrap()
@@ -315,12 +291,8 @@ async fn a_give_up_that_fails_is_retried_until_it_completes() {
     // Readers go on (WAL); writers wait for the lock, then fail busy.
     let lock = rusqlite::Connection::open(stack.dir.path().join("media.db")).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let advisory = json!({"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "MEDIA_JOBS",
-        "consumer": "media-processor", "stream_seq": seq, "deliveries": 5});
-    js.publish(ADVISORY_SUBJECT, serde_json::to_vec(&advisory).unwrap().into()).await.unwrap().await.unwrap();
-    let stream = js.get_stream("MEDIA_JOBS_EXHAUSTED").await.unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-        stream.get_consumer("media-processor").await.unwrap();
+    advise(&js, seq).await;
+    let mut consumer = advisory_consumer(&stack.client).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while consumer.info().await.unwrap().delivered.consumer_sequence < 2 {
         assert!(Instant::now() < deadline, "the advisory was not delivered again");

@@ -159,6 +159,16 @@ impl Stack {
         }
     }
 
+    /// Pauses the processors' job consumer (JetStream 2.11 consumer pause): uploads queue their
+    /// jobs, and no processor takes them.
+    async fn pause_jobs(&self) {
+        let pause = serde_json::to_vec(&json!({"pause_until": "2999-01-01T00:00:00Z"})).unwrap();
+        let paused =
+            self.client.request("$JS.API.CONSUMER.PAUSE.MEDIA_JOBS.media-processor", pause.into()).await.unwrap();
+        let paused: Value = serde_json::from_slice(&paused.payload).unwrap();
+        assert_eq!(paused["paused"], true, "{paused}");
+    }
+
     /// Files of the shared file store whose path contains `part`.
     fn stored(&self, part: &str) -> Vec<PathBuf> {
         files_under(&self.dir.path().join("files")).into_iter().filter(|p| p.to_string_lossy().contains(part)).collect()
@@ -244,13 +254,25 @@ async fn advisories_stored(client: &async_nats::Client) -> u64 {
     js.get_stream("MEDIA_JOBS_EXHAUSTED").await.unwrap().info().await.unwrap().state.messages
 }
 
+/// Publishes a max-deliveries advisory (5 deliveries) for the job at `seq` of `MEDIA_JOBS`, as
+/// JetStream would, and checks `MEDIA_JOBS_EXHAUSTED` stored it (its ack says so).
+async fn advise(js: &async_nats::jetstream::Context, seq: u64) {
+    let advisory = json!({"type": "io.nats.jetstream.advisory.v1.max_deliver", "stream": "MEDIA_JOBS",
+        "consumer": "media-processor", "stream_seq": seq, "deliveries": 5});
+    let ack = js.publish(ADVISORY_SUBJECT, serde_json::to_vec(&advisory).unwrap().into()).await.unwrap();
+    assert_eq!(ack.await.unwrap().stream, "MEDIA_JOBS_EXHAUSTED");
+}
+
+/// The processors' durable consumer of `MEDIA_JOBS_EXHAUSTED`.
+async fn advisory_consumer(client: &async_nats::Client) -> async_nats::jetstream::consumer::PullConsumer {
+    let js = async_nats::jetstream::new(client.clone());
+    js.get_stream("MEDIA_JOBS_EXHAUSTED").await.unwrap().get_consumer("media-processor").await.unwrap()
+}
+
 /// Polls the processors' consumer of `MEDIA_JOBS_EXHAUSTED` until every advisory was delivered
 /// and acked (the last step of a handling), and returns its info.
 async fn advisories_settled(client: &async_nats::Client) -> async_nats::jetstream::consumer::Info {
-    let js = async_nats::jetstream::new(client.clone());
-    let stream = js.get_stream("MEDIA_JOBS_EXHAUSTED").await.unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-        stream.get_consumer("media-processor").await.unwrap();
+    let mut consumer = advisory_consumer(client).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let info = consumer.info().await.unwrap().clone();
