@@ -18,6 +18,7 @@
 
 mod decode;
 mod encode;
+mod markers;
 mod pixels;
 
 use std::path::Path;

@@ -12,6 +12,7 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageReader};
 use turbojpeg::{Colorspace, Decompressor, PixelFormat};
 
 use super::ImageLimits;
+use super::markers::{self, Segments};
 use super::pixels::{Pixels, fit};
 use crate::error::{ProcessError, Result};
 
@@ -65,9 +66,7 @@ fn read_jpeg<R: Read + Seek>(mut reader: R, len: u64, limits: &ImageLimits) -> R
         )));
     }
     reader.seek(SeekFrom::Start(2))?;
-    // Small buffer: segment headers are 4 bytes apart from a skip, and a skip past the buffer
-    // drops it.
-    if let Some((width, height)) = jpeg_frame_size(&mut BufReader::with_capacity(4096, &mut reader))? {
+    if let Some((width, height)) = jpeg_frame_size(&mut reader)? {
         check_pixels(u64::from(width), u64::from(height), limits)?;
     }
     reader.seek(SeekFrom::Start(0))?;
@@ -76,64 +75,24 @@ fn read_jpeg<R: Read + Seek>(mut reader: R, len: u64, limits: &ImageLimits) -> R
     Ok(data)
 }
 
-/// Segments looked at before giving up on finding the frame header (a real JPEG has a few dozen
-/// at most before it: APPn, DQT, DHT, COM).
-const MAX_HEADER_SEGMENTS: usize = 1024;
-
-/// The width and height a JPEG's frame header (SOF0..SOF15 but DHT, JPG and DAC) declares,
-/// reading `reader` from just after SOI marker by marker and seeking over each segment's body.
-/// `None` when there is none before the scan or the end (a corrupt or truncated file), or it
-/// declares a zero size (a height given later by a DNL marker): libjpeg-turbo then decides.
+/// The width and height a JPEG's frame header declares, walking `reader` from just after the
+/// SOI marker ([`Segments`]). `None` when there is none before the scan or the end (a corrupt or
+/// truncated file), or it declares a zero size (a height given later by a DNL marker):
+/// libjpeg-turbo then decides.
 ///
 /// Errors: only I/O failures other than a short read.
-fn jpeg_frame_size<R: Read + Seek>(reader: &mut BufReader<R>) -> std::io::Result<Option<(u16, u16)>> {
-    fn byte<R: Read>(reader: &mut R) -> std::io::Result<u8> {
-        let mut b = [0u8; 1];
-        reader.read_exact(&mut b)?;
-        Ok(b[0])
-    }
-    fn u16_be<R: Read>(reader: &mut R) -> std::io::Result<u16> {
-        let mut b = [0u8; 2];
-        reader.read_exact(&mut b)?;
-        Ok(u16::from_be_bytes(b))
-    }
-    // `BufReader::seek_relative` keeps the buffer when the skip lands inside it.
-    let scan = |reader: &mut BufReader<R>| -> std::io::Result<Option<(u16, u16)>> {
-        for _ in 0..MAX_HEADER_SEGMENTS {
-            if byte(reader)? != 0xFF {
-                return Ok(None);
-            }
-            let mut marker = byte(reader)?;
-            // Fill bytes before a marker.
-            while marker == 0xFF {
-                marker = byte(reader)?;
-            }
-            match marker {
-                // Markers without a length.
-                0x01 | 0xD0..=0xD8 => continue,
-                // Start of scan or end of image: no frame header before them.
-                0xDA | 0xD9 => return Ok(None),
-                _ => {}
-            }
-            let len = u16_be(reader)?;
-            if len < 2 {
-                return Ok(None);
-            }
-            if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
-                // Sample precision, then the number of lines (height) and samples per line (width).
-                let _precision = byte(reader)?;
-                let height = u16_be(reader)?;
-                let width = u16_be(reader)?;
-                return Ok((width > 0 && height > 0).then_some((width, height)));
-            }
-            reader.seek_relative(i64::from(len) - 2)?;
+fn jpeg_frame_size<R: Read + Seek>(reader: R) -> std::io::Result<Option<(u16, u16)>> {
+    let mut segments = Segments::new(reader);
+    while let Some(marker) = segments.next()? {
+        if markers::is_frame_header(marker) {
+            // Sample precision, then the number of lines (height) and samples per line (width).
+            let Ok(body) = segments.body() else { return Ok(None) };
+            let Some(&[_precision, h0, h1, w0, w1]) = body.get(..5) else { return Ok(None) };
+            let (width, height) = (u16::from_be_bytes([w0, w1]), u16::from_be_bytes([h0, h1]));
+            return Ok((width > 0 && height > 0).then_some((width, height)));
         }
-        Ok(None)
-    };
-    match scan(reader) {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-        other => other,
     }
+    Ok(None)
 }
 
 /// A JPEG is compressed: one larger than 4 bytes per allowed pixel is not a photo within the
@@ -243,30 +202,14 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
 /// data; 1 when there is none or it is malformed. The TIFF structure inside is parsed by
 /// `image`'s reader of the orientation tag.
 pub(crate) fn jpeg_orientation(data: &[u8]) -> u16 {
-    let mut i = 2; // after SOI
-    while i + 4 <= data.len() {
-        if data[i] != 0xFF {
-            return 1;
+    let mut segments = Segments::new(std::io::Cursor::new(data.get(2..).unwrap_or_default()));
+    while let Ok(Some(marker)) = segments.next() {
+        if marker != markers::APP1 {
+            continue;
         }
-        let marker = data[i + 1];
-        match marker {
-            // Fill bytes before a marker.
-            0xFF => i += 1,
-            // Markers without a length.
-            0x01 | 0xD0..=0xD8 => i += 2,
-            // Start of scan or end of image: the metadata segments are all before.
-            0xDA | 0xD9 => return 1,
-            _ => {
-                let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
-                let Some(segment) = data.get(i + 4..i + 2 + len).filter(|_| len >= 2) else {
-                    return 1;
-                };
-                if marker == 0xE1 && segment.starts_with(b"Exif\0\0") {
-                    return image::metadata::Orientation::from_exif_chunk(&segment[6..])
-                        .map_or(1, |o| u16::from(o.to_exif()));
-                }
-                i += 2 + len;
-            }
+        let Ok(body) = segments.body() else { return 1 };
+        if let Some(exif) = body.strip_prefix(b"Exif\0\0") {
+            return image::metadata::Orientation::from_exif_chunk(exif).map_or(1, |o| u16::from(o.to_exif()));
         }
     }
     1
@@ -406,14 +349,11 @@ mod tests {
         assert_eq!(&data[..head.len()], &head[..]);
         // No frame header before the scan (or a cut file): read whole, for libjpeg-turbo to judge.
         let no_sof = [0xFF, 0xD8, 0xFF, 0xDA, 0, 2];
-        assert_eq!(jpeg_frame_size(&mut BufReader::new(std::io::Cursor::new(&no_sof[2..]))).unwrap(), None);
+        assert_eq!(jpeg_frame_size(std::io::Cursor::new(&no_sof[2..])).unwrap(), None);
         let cut = &jpeg_head(8000, 6000)[..(3 * 0xFFFF + 6)];
-        assert_eq!(jpeg_frame_size(&mut BufReader::new(std::io::Cursor::new(&cut[2..]))).unwrap(), None);
+        assert_eq!(jpeg_frame_size(std::io::Cursor::new(&cut[2..])).unwrap(), None);
         let whole = jpeg_head(8000, 6000);
-        assert_eq!(
-            jpeg_frame_size(&mut BufReader::new(std::io::Cursor::new(&whole[2..]))).unwrap(),
-            Some((8000, 6000))
-        );
+        assert_eq!(jpeg_frame_size(std::io::Cursor::new(&whole[2..])).unwrap(), Some((8000, 6000)));
     }
 
     #[test]
