@@ -86,7 +86,10 @@ fn jpeg_frame_size<R: Read + Seek>(reader: R) -> std::io::Result<Option<(u16, u1
     while let Some(marker) = segments.next()? {
         if markers::is_frame_header(marker) {
             // Sample precision, then the number of lines (height) and samples per line (width).
-            let Ok(body) = segments.body() else { return Ok(None) };
+            let body = match segments.body() {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                body => body?,
+            };
             let Some(&[_precision, h0, h1, w0, w1]) = body.get(..5) else { return Ok(None) };
             let (width, height) = (u16::from_be_bytes([w0, w1]), u16::from_be_bytes([h0, h1]));
             return Ok((width > 0 && height > 0).then_some((width, height)));
