@@ -32,6 +32,30 @@ impl MediaFiles {
     }
 }
 
+/// A PNG whose valid IHDR declares `width`×`height` (RGB, 8 bits), then a tiny valid IDAT (one
+/// stored, empty, final zlib block) and IEND: a decompression bomb's shape, for tests that must
+/// see it refused from its header before any pixel is allocated. Chunks as in the PNG
+/// specification (W3C, 3rd edition, §5.3): length, type, data, CRC-32 of type and data.
+pub fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01]);
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
 /// The files, generated on first use. Panics if ffmpeg or the venv's fpdf2 is missing
 /// (`scripts/setup` installs both).
 pub fn media_files() -> &'static MediaFiles {

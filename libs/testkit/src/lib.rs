@@ -15,7 +15,7 @@ mod seaweed;
 
 pub use cluster::{CLUSTER_NODES, NatsCluster};
 pub use delay_proxy::{DelayProxy, DelayRule};
-pub use fixtures::{MediaFiles, media_files};
+pub use fixtures::{MediaFiles, media_files, png_declaring};
 pub use mongo::MongoServer;
 pub use nats::{NATS_USERS, NatsServer};
 pub use nginx::Nginx;

@@ -332,27 +332,6 @@ fn a_one_pixel_image_is_never_upscaled() {
     }
 }
 
-/// CRC-32 (ISO-HDLC, as PNG uses) of `data`.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let start = out.len();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let crc = crc32(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-}
-
 /// Peak resident memory of this process, KiB.
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -364,15 +343,7 @@ fn peak_rss_kib() -> u64 {
 fn decompression_bombs_are_refused_from_their_header_without_allocating() {
     let dir = tempfile::tempdir().unwrap();
     // PNG: a valid IHDR declaring 100000×100000 RGB (30 GB decoded), a tiny valid IDAT.
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    png_chunk(&mut png, b"IHDR", &ihdr);
-    // zlib stream of a single stored, empty, final block.
-    png_chunk(&mut png, b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x01]);
-    png_chunk(&mut png, b"IEND", &[]);
+    let png = mediabus_testkit::png_declaring(100_000, 100_000);
     let png_path = dir.path().join("bomb.png");
     std::fs::write(&png_path, &png).unwrap();
 

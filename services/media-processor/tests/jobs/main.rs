@@ -15,7 +15,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use mediabus_rpc::{RpcClient, RpcError};
 use mediabus_storage::StorageConfig;
-use mediabus_testkit::{NatsServer, SeaweedS3, files_under, media_files};
+use mediabus_testkit::{NatsServer, SeaweedS3, files_under, media_files, png_declaring};
 use serde_json::{Value, json};
 
 mod faults;
@@ -365,40 +365,6 @@ fn mp4(dir: &Path, name: &str, width: u32, height: u32, seconds: u32) -> Vec<u8>
         &out,
     );
     std::fs::read(out).unwrap()
-}
-
-/// A PNG whose header declares `width`×`height` (RGB, 8 bits) followed by a few bytes of data: a
-/// decompression bomb's shape, refused before any pixel is allocated.
-fn png_declaring(width: u32, height: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let crc = crc32(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-    }
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(&mut png, b"IEND", &[]);
-    png
-}
-
-/// CRC-32 (ISO-HDLC, as PNG uses), bit by bit: a few bytes only.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 fn variant_names(media: &Value) -> Vec<String> {
